@@ -1,0 +1,89 @@
+"""Configuration dataclasses: one place for every size, rate and switch."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ShapesConfig:
+    """The synthetic shapes world: how many images, how large, which seed."""
+
+    image_size: int = 64
+    n_train: int = 5000
+    n_val: int = 300
+    n_test: int = 1000
+    min_objects: int = 1
+    max_objects: int = 3
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the encoder, attention and decoder (the paper uses 2048/512/512/512)."""
+
+    encoder: str = "shapes_cnn"  # "shapes_cnn" | "resnet18/50/101/152" | "mobilenet_v2"
+    pretrained: bool = False  # load ImageNet weights through torchvision's weights API
+    fine_tune_blocks: int = 0  # number of last encoder blocks to train (0 = frozen)
+    grid_size: int = 8  # annotation grid is grid_size x grid_size (paper: 14)
+    image_size: int = 64  # images are resized to image_size x image_size
+    embed_dim: int = 64  # m in the paper
+    attention_dim: int = 64
+    decoder_dim: int = 256  # n in the paper
+    dropout: float = 0.3
+    encoder_channels: int = 128  # D for the shapes CNN (ResNet-50 gives 2048)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, model selection and decoding used for validation."""
+
+    epochs: int = 5
+    batch_images: int = 48  # each image brings all of its captions into the batch
+    lr: float = 4e-3
+    encoder_lr: float = 1e-4  # for fine-tuned blocks of a pretrained encoder
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    attention_lambda: float = 0.0  # λ of the doubly stochastic penalty (paper eq. 14)
+    vocab_threshold: int = 1  # minimum word count to enter the vocabulary
+    max_caption_len: int = 24  # decoding limit, in words
+    seed: int = 0
+    val_beam_size: int = 1  # 1 = greedy decoding for per-epoch validation BLEU
+
+
+@dataclass
+class Config:
+    """Everything a run needs; saved inside every checkpoint."""
+
+    data: str = "shapes"  # "shapes" or a path to a data set in a supported layout
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (JSON- and weights_only-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Inverse of to_dict; unknown keys are an error so typos are caught."""
+        sections = {"shapes": ShapesConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs = {}
+        for key, value in d.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value, key)
+            elif key == "data":
+                kwargs[key] = value
+            else:
+                raise ValueError(f"config: unknown field {key!r}")
+        return cls(**kwargs)
+
+
+def _build(klass, values: dict, section: str):
+    """Build one section dataclass, naming the field when a key is unknown."""
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"config: unknown field {section}.{sorted(unknown)[0]}")
+    return klass(**values)

@@ -1,0 +1,172 @@
+"""Turning annotations into captions: greedy decoding and beam search (batched, and one image at a time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .decoder import Decoder
+from .vocab import Vocabulary
+
+
+@dataclass
+class Caption:
+    """A decoded caption: word ids (no <start>/<end>), the α map of each word, and its log-probability."""
+
+    tokens: list[int]
+    alphas: torch.Tensor  # (len(tokens), P)
+    score: float  # Σ log p over the words and, when finished, the <end>
+    finished: bool  # False when no <end> came within max_len steps
+
+
+def _ranked(score: float, length: int, length_penalty: float) -> float:
+    """Score used to compare finished hypotheses: log p / length^α (α = 0: plain log p)."""
+    return score / (length**length_penalty) if length_penalty else score
+
+
+@torch.no_grad()
+def greedy_decode(decoder: Decoder, annotations: torch.Tensor, max_len: int) -> list[Caption]:
+    """Pick the most likely word at every step, for a batch of images (B, P, D) at once."""
+    B = annotations.size(0)
+    projected = decoder.attention.project(annotations)  # (B, P, A)
+    state = decoder.init_state(annotations)  # (B, n) x 2
+    words = torch.full((B,), Vocabulary.start_id, dtype=torch.long, device=annotations.device)  # (B,)
+    chosen, maps, logps = [], [], []
+    for _ in range(max_len):
+        logits, state, alpha = decoder.step(words, state, annotations, projected)  # (B, V), _, (B, P)
+        logp, words = F.log_softmax(logits, dim=1).max(dim=1)  # (B,), (B,)
+        chosen.append(words), maps.append(alpha), logps.append(logp)
+        if bool((torch.stack(chosen) == Vocabulary.end_id).any(dim=0).all()):
+            break  # every image has produced <end>
+    chosen_t, maps_t, logps_t = torch.stack(chosen, 1), torch.stack(maps, 1), torch.stack(logps, 1)  # (B, T) (B, T, P) (B, T)
+    captions = []
+    for b in range(B):
+        ends = (chosen_t[b] == Vocabulary.end_id).nonzero()
+        n = int(ends[0]) if len(ends) else chosen_t.size(1)  # words before the first <end>
+        finished = len(ends) > 0
+        score = float(logps_t[b, : n + 1 if finished else n].sum())
+        captions.append(Caption(chosen_t[b, :n].tolist(), maps_t[b, :n].cpu(), score, finished))
+    return captions
+
+
+@torch.no_grad()
+def beam_search(
+    decoder: Decoder, annotations: torch.Tensor, beam_size: int, max_len: int, length_penalty: float = 0.0
+) -> list[Caption]:
+    """Beam search of width k for B images at once: the B*k hypotheses advance in one decoder call per step.
+
+    At each step every image keeps its k best continuations (of its k*V candidates) that do not end;
+    <end> candidates among its top k are set aside as finished. An image is done once it has k finished
+    captions; the best by log p / length^length_penalty is returned. An image with no finished caption
+    after max_len steps returns its best live hypothesis, marked finished=False.
+    """
+    B, P, _ = annotations.shape
+    k, V, device = beam_size, decoder.vocab_size, annotations.device
+    projected = decoder.attention.project(annotations)  # (B, P, A)  once per image
+    h, c = decoder.init_state(annotations)  # (B, n) each
+    # Row b*k + j of every tensor below is beam j of image b.
+    annotations, projected = annotations.repeat_interleave(k, 0), projected.repeat_interleave(k, 0)  # (Bk, P, D), (Bk, P, A)
+    state = (h.repeat_interleave(k, 0), c.repeat_interleave(k, 0))  # (Bk, n) each
+    words = torch.full((B * k,), Vocabulary.start_id, dtype=torch.long, device=device)  # (Bk,)
+    scores = torch.full((B, k), float("-inf"), device=device)  # (B, k)
+    scores[:, 0] = 0.0  # at t = 0 the k beams are copies: let only beam 0 expand
+    history = torch.zeros(B * k, 0, dtype=torch.long, device=device)  # (Bk, t) words so far
+    history_alphas = torch.zeros(B * k, 0, P, device=device)  # (Bk, t, P)
+    finished: list[list[tuple[float, float, list[int], torch.Tensor]]] = [[] for _ in range(B)]
+    offsets = (torch.arange(B, device=device) * k).unsqueeze(1)  # (B, 1)
+    for t in range(max_len):
+        logits, state, alpha = decoder.step(words, state, annotations, projected)  # (Bk, V), _, (Bk, P)
+        candidates = (scores.view(B * k, 1) + F.log_softmax(logits, dim=1)).view(B, k * V)  # (B, kV)
+        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (B, 2k); at most k of them are <end>
+        top_beam, top_word = top_index // V, top_index % V  # (B, 2k) each
+        is_end = top_word == Vocabulary.end_id  # (B, 2k)
+        for b, j in (is_end[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
+            if len(finished[b]) < k:
+                row = b * k + int(top_beam[b, j])
+                s = float(top_scores[b, j])
+                tokens = history[row].tolist()
+                finished[b].append((_ranked(s, len(tokens) + 1, length_penalty), s, tokens, history_alphas[row].cpu()))
+        # The k best candidates that continue: non-<end> ones, in score order.
+        rank = torch.cumsum(~is_end, dim=1) - 1  # (B, 2k) position among non-<end> candidates
+        keep = (~is_end) & (rank < k)  # (B, 2k), exactly k True per row
+        beam = top_beam[keep].view(B, k)  # (B, k)
+        rows = (offsets + beam).view(-1)  # (Bk,) parent row of each new beam
+        words = top_word[keep]  # (Bk,)
+        scores = top_scores[keep].view(B, k)  # (B, k)
+        history = torch.cat([history[rows], words.unsqueeze(1)], dim=1)  # (Bk, t+1)
+        history_alphas = torch.cat([history_alphas[rows], alpha[rows].unsqueeze(1)], dim=1)  # (Bk, t+1, P)
+        state = (state[0][rows], state[1][rows])
+        if all(len(f) >= k for f in finished):
+            break
+    results = []
+    for b in range(B):
+        if finished[b]:
+            _, s, tokens, maps = max(finished[b], key=lambda f: f[0])
+            results.append(Caption(tokens, maps, s, True))
+        else:  # nothing ended within max_len: the best live hypothesis, flagged unfinished
+            j = int(scores[b].argmax())
+            results.append(Caption(history[b * k + j].tolist(), history_alphas[b * k + j].cpu(), float(scores[b, j]), False))
+    return results
+
+
+@torch.no_grad()
+def beam_search_one_image(
+    decoder: Decoder, annotations: torch.Tensor, beam_size: int, max_len: int, length_penalty: float = 0.0
+) -> Caption:
+    """The plain beam search of most tutorials: one image (P, D), its k beams as one small batch.
+
+    Same rule as beam_search, written with Python lists; kept as the reference that beam_search must
+    match exactly, and as the baseline of the batching benchmark.
+    """
+    k, V = beam_size, decoder.vocab_size
+    annotations = annotations.unsqueeze(0)  # (1, P, D)
+    projected = decoder.attention.project(annotations)  # (1, P, A)
+    h, c = decoder.init_state(annotations)  # (1, n) each
+    beams = [(0.0, [], [])]  # (log p, words, α maps) — a single live hypothesis at t = 0
+    state = (h, c)
+    finished: list[tuple[float, float, list[int], list[torch.Tensor]]] = []
+    for t in range(max_len):
+        n_live = len(beams)
+        words = torch.tensor([b[1][-1] if b[1] else Vocabulary.start_id for b in beams])  # (n_live,)
+        logits, state, alpha = decoder.step(
+            words, state, annotations.expand(n_live, -1, -1), projected.expand(n_live, -1, -1)
+        )  # (n_live, V), _, (n_live, P)
+        logp = F.log_softmax(logits, dim=1)  # (n_live, V)
+        candidates = torch.tensor([b[0] for b in beams]).unsqueeze(1) + logp  # (n_live, V)
+        if n_live < k:  # pad to k rows with -inf so the candidate indices match the batched version
+            pad = torch.full((k - n_live, V), float("-inf"))
+            candidates = torch.cat([candidates, pad])
+        top_scores, top_index = candidates.view(-1).topk(2 * k)
+        new_beams, parents = [], []
+        for j, (s, idx) in enumerate(zip(top_scores.tolist(), top_index.tolist())):
+            parent, word = divmod(idx, V)
+            if word == Vocabulary.end_id:
+                if j < k and s != float("-inf") and len(finished) < k:
+                    tokens = beams[parent][1]
+                    finished.append((_ranked(s, len(tokens) + 1, length_penalty), s, tokens, beams[parent][2]))
+            elif len(new_beams) < k:
+                new_beams.append((s, beams[parent][1] + [word], beams[parent][2] + [alpha[parent]]))
+                parents.append(parent)
+        beams = new_beams
+        state = (state[0][parents], state[1][parents])
+        if len(finished) >= k:
+            break
+    if finished:
+        _, s, tokens, maps = max(finished, key=lambda f: f[0])
+        return Caption(tokens, _stack(maps, annotations.size(1)), s, True)
+    s, tokens, maps = max(beams, key=lambda b: b[0])
+    return Caption(tokens, _stack(maps, annotations.size(1)), s, False)
+
+
+def _stack(maps: list[torch.Tensor], P: int) -> torch.Tensor:
+    """List of (P,) α maps -> (T, P), also for an empty caption."""
+    return torch.stack(maps).cpu() if maps else torch.zeros(0, P)
+
+
+def decode(decoder: Decoder, annotations: torch.Tensor, beam_size: int, max_len: int, length_penalty: float = 0.0) -> list[Caption]:
+    """Greedy when beam_size == 1, batched beam search otherwise."""
+    if beam_size == 1:
+        return greedy_decode(decoder, annotations, max_len)
+    return beam_search(decoder, annotations, beam_size, max_len, length_penalty)

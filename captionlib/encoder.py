@@ -1,0 +1,118 @@
+"""Image encoder: a CNN cut before pooling, giving a grid of annotation vectors a_1..a_P (paper §3.1.1)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from .config import ModelConfig
+
+# torchvision builder and weights enum for each supported backbone
+BACKBONES = {
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+    "resnet50": ("resnet50", "ResNet50_Weights"),
+    "resnet101": ("resnet101", "ResNet101_Weights"),
+    "resnet152": ("resnet152", "ResNet152_Weights"),
+    "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights"),
+}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are not in torch's hub cache and cannot be downloaded here."""
+
+
+def weights_file(weights) -> str:
+    """Where torchvision's weights API looks for a weights enum's file."""
+    name = os.path.basename(weights.url)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", name)
+
+
+def load_backbone(name: str, pretrained: bool) -> nn.Module:
+    """Build a torchvision backbone; with pretrained=True its weights must already be in the hub cache."""
+    if name not in BACKBONES:
+        raise ValueError(f"encoder: unknown backbone {name!r}; choose from {sorted(BACKBONES)} or 'shapes_cnn'")
+    builder_name, enum_name = BACKBONES[name]
+    builder = getattr(torchvision.models, builder_name)
+    if not pretrained:
+        return builder(weights=None)
+    weights = getattr(torchvision.models, enum_name).DEFAULT
+    path = weights_file(weights)
+    if not os.path.exists(path):
+        raise WeightsNotFoundError(
+            f"{name}: pretrained weights not found at {path}. This machine cannot download them; "
+            f"copy {os.path.basename(path)} (from {weights.url}) into {os.path.dirname(path)} "
+            f"(set TORCH_HOME to move that folder), or use pretrained=False."
+        )
+    return builder(weights=weights)
+
+
+def conv_stages(backbone: nn.Module, name: str) -> nn.Sequential:
+    """The backbone's convolutional blocks, without global pooling and classifier."""
+    if name.startswith("resnet"):
+        stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        return nn.Sequential(stem, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+    return nn.Sequential(*backbone.features)  # mobilenet_v2: 19 blocks, last one outputs 1280 channels
+
+
+def out_channels(name: str) -> int:
+    """D, the size of one annotation vector, for each backbone."""
+    return {"resnet18": 512, "mobilenet_v2": 1280}.get(name, 2048)
+
+
+def shapes_cnn(channels: int) -> nn.Sequential:
+    """A small CNN trained from scratch on the shapes world: 64 px -> 8x8 grid of `channels`."""
+
+    def block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+    return nn.Sequential(
+        block(3, 32, 2),  # 32 px
+        block(32, 64, 2),  # 16 px
+        block(64, 64, 1),
+        block(64, channels, 2),  # 8 px: one cell per 8x8 pixels
+        block(channels, channels, 1),
+    )
+
+
+class Encoder(nn.Module):
+    """Images (B, 3, S, S) -> annotations (B, P, D) with P = grid_size**2."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.name = cfg.encoder
+        if cfg.encoder == "shapes_cnn":
+            self.stages = nn.Sequential(*shapes_cnn(cfg.encoder_channels))
+            self.dim = cfg.encoder_channels
+            self.trainable = len(self.stages)  # trained from scratch: every block learns
+        else:
+            self.stages = conv_stages(load_backbone(cfg.encoder, cfg.pretrained), cfg.encoder)
+            self.dim = out_channels(cfg.encoder)
+            self.trainable = cfg.fine_tune_blocks if cfg.pretrained else len(self.stages)
+        self.pool = nn.AdaptiveAvgPool2d((cfg.grid_size, cfg.grid_size))
+        for i, stage in enumerate(self.stages):
+            stage.requires_grad_(self.is_trainable(i))
+
+    def is_trainable(self, index: int) -> bool:
+        """Only the last `trainable` blocks receive gradients."""
+        return index >= len(self.stages) - self.trainable
+
+    @property
+    def frozen(self) -> bool:
+        """True when no block is trained (features can then be cached)."""
+        return self.trainable == 0
+
+    def train(self, mode: bool = True) -> "Encoder":
+        """Like nn.Module.train, but frozen blocks stay in eval mode so BatchNorm statistics never drift."""
+        super().train(mode)
+        for i, stage in enumerate(self.stages):
+            if not self.is_trainable(i):
+                stage.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.stages(images)  # (B, D, H', W')
+        features = self.pool(features)  # (B, D, G, G)
+        return features.flatten(2).transpose(1, 2)  # (B, P, D), cell p = row * G + col

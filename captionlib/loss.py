@@ -1,0 +1,34 @@
+"""The doubly stochastic attention loss (paper eq. 14)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LossTerms:
+    """The training objective and its two parts, reported separately."""
+
+    total: torch.Tensor
+    cross_entropy: torch.Tensor
+    attention_penalty: torch.Tensor  # Σ_i (1 - Σ_t α_ti)², averaged over captions, before λ
+
+
+def caption_loss(
+    logits: torch.Tensor,  # (N, T, V)
+    captions: torch.Tensor,  # (N, L) with L >= T + 1
+    lengths: torch.Tensor,  # (N,)
+    alphas: torch.Tensor,  # (N, T, P), zero past each caption's end
+    attention_lambda: float,
+) -> LossTerms:
+    """-log p(y|x) over real tokens + λ Σ_i (1 - Σ_t α_ti)²."""
+    T = logits.size(1)
+    targets = captions[:, 1 : T + 1]  # (N, T) word t+1 is predicted at step t
+    real = torch.arange(T, device=lengths.device) < (lengths - 1).unsqueeze(1)  # (N, T) not padding
+    cross_entropy = F.cross_entropy(logits[real], targets[real])  # mean over real tokens
+    coverage = alphas.sum(dim=1)  # (N, P)  Σ_t α_ti
+    penalty = ((1.0 - coverage) ** 2).sum(dim=1).mean()  # Σ_i (1 - Σ_t α_ti)², mean over captions
+    return LossTerms(cross_entropy + attention_lambda * penalty, cross_entropy, penalty)

@@ -1,0 +1,31 @@
+"""The whole captioner: encoder annotations in, word logits and attention maps out."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import ModelConfig
+from .decoder import Decoder
+from .encoder import Encoder
+
+
+class CaptionModel(nn.Module):
+    """Show, Attend and Tell: Encoder -> Decoder with soft attention."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(vocab_size, self.encoder.dim, cfg)
+
+    def forward(
+        self,
+        images: torch.Tensor,  # (B, 3, S, S)
+        captions: torch.Tensor,  # (N, L)
+        lengths: torch.Tensor,  # (N,)
+        image_of_caption: torch.Tensor | None = None,  # (N,), None when N == B
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits (N, T, V) and attention (N, T, P)."""
+        annotations = self.encoder(images)  # (B, P, D)
+        return self.decoder(annotations, captions, lengths, image_of_caption)
