@@ -11,7 +11,7 @@ class ShapesConfig:
     """The synthetic shapes world: how many images, how large, which seed."""
 
     image_size: int = 64
-    n_train: int = 5000
+    n_train: int = 6000
     n_val: int = 300
     n_test: int = 1000
     min_objects: int = 1
@@ -39,7 +39,7 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, schedule, model selection and decoding used for validation."""
 
-    epochs: int = 5
+    epochs: int = 6
     batch_images: int = 48  # each image brings all of its captions into the batch
     lr: float = 4e-3
     encoder_lr: float = 1e-4  # for fine-tuned blocks of a pretrained encoder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import torch
 import torch.nn as nn
@@ -30,23 +31,36 @@ def weights_file(weights) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", name)
 
 
+def install_weights(file: str | os.PathLike) -> str:
+    """Copy a torchvision weights file (e.g. mobilenet_v2-b0353104.pth) to where the weights API looks."""
+    target = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(file))
+    if not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(file, target + ".part")
+        os.replace(target + ".part", target)
+    return target
+
+
 def load_backbone(name: str, pretrained: bool) -> nn.Module:
-    """Build a torchvision backbone; with pretrained=True its weights must already be in the hub cache."""
+    """Build a torchvision backbone; with pretrained=True one of its ImageNet weight files must be in the hub cache."""
     if name not in BACKBONES:
         raise ValueError(f"encoder: unknown backbone {name!r}; choose from {sorted(BACKBONES)} or 'shapes_cnn'")
     builder_name, enum_name = BACKBONES[name]
     builder = getattr(torchvision.models, builder_name)
     if not pretrained:
         return builder(weights=None)
-    weights = getattr(torchvision.models, enum_name).DEFAULT
-    path = weights_file(weights)
-    if not os.path.exists(path):
-        raise WeightsNotFoundError(
-            f"{name}: pretrained weights not found at {path}. This machine cannot download them; "
-            f"copy {os.path.basename(path)} (from {weights.url}) into {os.path.dirname(path)} "
-            f"(set TORCH_HOME to move that folder), or use pretrained=False."
-        )
-    return builder(weights=weights)
+    enum = getattr(torchvision.models, enum_name)
+    candidates = [enum.DEFAULT] + [w for w in enum if w is not enum.DEFAULT]  # e.g. IMAGENET1K_V2, then _V1
+    for weights in candidates:
+        if os.path.exists(weights_file(weights)):
+            return builder(weights=weights)
+    path = weights_file(enum.DEFAULT)
+    others = ", ".join(os.path.basename(weights_file(w)) for w in candidates[1:])
+    raise WeightsNotFoundError(
+        f"{name}: pretrained weights not found at {path}. This machine cannot download them; "
+        f"copy {os.path.basename(path)} (from {enum.DEFAULT.url}){' or ' + others if others else ''} "
+        f"into {os.path.dirname(path)} (set TORCH_HOME to move that folder), or use pretrained=False."
+    )
 
 
 def conv_stages(backbone: nn.Module, name: str) -> nn.Sequential:

@@ -1,0 +1,188 @@
+"""Command line: `python -m captionlib {train,evaluate,caption,shapes} ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import Config
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def fail(message: str) -> int:
+    """Print a one-line error and return the failure exit code."""
+    print(f"captionlib: error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def parse_override(text: str) -> tuple[str, str, str]:
+    """'model.decoder_dim=512' -> ('model', 'decoder_dim', '512')."""
+    key, sep, value = text.partition("=")
+    section, dot, name = key.partition(".")
+    if not sep or not dot:
+        raise ValueError(f"--set {text!r}: expected SECTION.FIELD=VALUE, e.g. model.decoder_dim=512")
+    return section, name, value
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Defaults, then --config JSON, then the named options, then each --set."""
+    cfg = Config()
+    if args.config:
+        cfg = Config.from_dict(json.loads(Path(args.config).read_text()))
+    if args.data:
+        cfg.data = args.data
+    for field, value in (("epochs", args.epochs), ("seed", args.seed), ("attention_lambda", args.attention_lambda)):
+        if value is not None:
+            setattr(cfg.train, field, value)
+    if args.seed is not None:
+        cfg.shapes.seed = args.seed
+    for text in args.set or []:
+        section, name, value = parse_override(text)
+        part = getattr(cfg, section, None)
+        if part is None or not hasattr(part, name):
+            raise ValueError(f"--set {text!r}: no config field {section}.{name}")
+        kind = type(getattr(part, name))
+        setattr(part, name, value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+    return Config.from_dict(cfg.to_dict())  # round trip: validates the result
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = build_config(args)
+    best = train(cfg, args.out, progress=not args.no_progress)
+    print(f"best checkpoint: {best}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate
+    from .sources import load_splits
+
+    model, vocab, cfg = load_model(args.checkpoint)
+    if args.data:
+        cfg.data = args.data
+    split = load_splits(cfg)[args.split]
+    max_len = args.max_len or cfg.train.max_caption_len
+    result = evaluate(model, vocab, split, args.beam_size, max_len, args.length_penalty)
+    result = {"split": args.split, "images": len(split), "beam_size": args.beam_size, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    return EXIT_OK
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from .captioner import Captioner
+    from .images import ImageLoadError, open_image
+
+    captioner = Captioner.from_checkpoint(args.checkpoint or _default_checkpoint())
+    status = EXIT_OK
+    for i, path in enumerate(args.images):
+        try:
+            image = open_image(path)
+        except ImageLoadError as e:
+            status = fail(str(e))
+            continue  # the other images still get their captions
+        (caption,) = captioner.caption([image], args.beam_size)
+        words = captioner.words(caption)
+        if args.json:
+            print(json.dumps({"image": path, "caption": " ".join(words), "log_prob": caption.score, "finished": caption.finished}))
+        else:
+            print(f"{path}\t{' '.join(words)}")
+        if args.attention:
+            from .plots import attention_figure
+
+            out = Path(args.attention)
+            if len(args.images) > 1:
+                out = out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+            attention_figure(image, words, caption.alphas, captioner.grid_size, title=Path(path).name).savefig(out, dpi=110)
+            print(f"attention figure: {out}", file=sys.stderr)
+    return status
+
+
+def _default_checkpoint() -> Path:
+    from .pretrained import shapes_checkpoint
+
+    return shapes_checkpoint(progress=True)
+
+
+def cmd_shapes_export(args: argparse.Namespace) -> int:
+    from .shapes import export_flickr8k, generate
+
+    cfg = Config().shapes
+    for field in ("n_train", "n_val", "n_test", "seed", "image_size"):
+        value = getattr(args, field)
+        if value is not None:
+            setattr(cfg, field, value)
+    out = export_flickr8k(generate(cfg), args.dir)
+    print(f"wrote {cfg.n_train + cfg.n_val + cfg.n_test} images to {out / 'Images'} and captions to {out / 'captions.txt'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="captionlib", description="Show, Attend and Tell: train, evaluate and caption.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("train", help="train a captioner (resumes when DIR holds an unfinished run)")
+    p.add_argument("--out", default="runs/shapes", help="folder for last.pt and best.pt (default: runs/shapes)")
+    p.add_argument("--config", help="JSON file with config fields (see captionlib.config)")
+    p.add_argument("--data", help="'shapes' (default) or a folder in the Flickr8k Kaggle layout")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, help="seeds the data, the initialisation and the training order")
+    p.add_argument("--attention-lambda", type=float, help="λ of the doubly stochastic attention penalty")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="any config field, repeatable")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("evaluate", help="decode a split and print BLEU-1..4 (and object scores on shapes)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--data", help="override the data set the checkpoint was trained on")
+    p.add_argument("--beam-size", type=int, default=3)
+    p.add_argument("--length-penalty", type=float, default=0.0, help="rank finished beams by log p / length^α")
+    p.add_argument("--max-len", type=int, help="longest caption in words (default: the training config's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("caption", help="caption image files; bad files are reported, good ones still captioned")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="default: the cached shapes model (trained on first use)")
+    p.add_argument("--beam-size", type=int, default=3)
+    p.add_argument("--attention", metavar="OUT.png", help="save each word's attention over the image")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.set_defaults(run=cmd_caption)
+
+    p = commands.add_parser("shapes", help="the built-in shapes world")
+    shapes = p.add_subparsers(dest="shapes_command", required=True, metavar="ACTION")
+    e = shapes.add_parser("export", help="write the shapes world in the Flickr8k Kaggle layout")
+    e.add_argument("dir")
+    e.add_argument("--n-train", type=int)
+    e.add_argument("--n-val", type=int)
+    e.add_argument("--n-test", type=int)
+    e.add_argument("--seed", type=int)
+    e.add_argument("--image-size", type=int)
+    e.set_defaults(run=cmd_shapes_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    from .checkpoint import CheckpointError
+    from .encoder import WeightsNotFoundError
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "beam_size", 1) < 1:
+        return fail("--beam-size must be at least 1")
+    try:
+        return args.run(args)
+    except (CheckpointError, WeightsNotFoundError, FileNotFoundError, ValueError, KeyError) as e:
+        return fail(str(e).strip("'\""))
+    except KeyboardInterrupt:
+        return fail("interrupted")

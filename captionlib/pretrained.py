@@ -1,0 +1,49 @@
+"""The book's shapes-world model: trained once with the default config on first use, then cached."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .captioner import Captioner
+from .checkpoint import load_checkpoint
+from .config import Config
+from .train import BEST, LAST, train
+
+
+MODEL_SOURCES = ("config.py", "vocab.py", "shapes.py", "data.py", "encoder.py", "attention.py", "decoder.py", "model.py", "loss.py", "train.py")
+
+
+def cache_dir() -> Path:
+    """$CAPTIONLIB_CACHE, else ~/.cache/captionlib."""
+    return Path(os.environ.get("CAPTIONLIB_CACHE", Path.home() / ".cache" / "captionlib"))
+
+
+def shapes_checkpoint(progress: bool = False) -> Path:
+    """Path of the default shapes model's best checkpoint, training it (a few CPU minutes) if absent.
+
+    Equivalent to `captionlib train --out $CAPTIONLIB_CACHE/shapes-<hash>`. The hash covers the default
+    config and the source files that define and train the model, so a stale model is never reused; a file lock lets several
+    notebooks ask at once while only one of them trains.
+    """
+    config = Config()
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for name in MODEL_SOURCES:  # a change to what defines or trains the model retrains it
+        digest.update((Path(__file__).parent / name).read_bytes())
+    digest = digest.hexdigest()[:10]
+    out = cache_dir() / f"shapes-{digest}"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        finished = (out / LAST).exists() and load_checkpoint(out / LAST)["epoch"] + 1 >= config.train.epochs
+        if not finished:
+            train(config, out, progress=progress)  # resumes a run that was interrupted
+    return out / BEST
+
+
+def shapes_captioner() -> Captioner:
+    """A Captioner for the default shapes model (trained and cached on first use)."""
+    return Captioner.from_checkpoint(shapes_checkpoint())

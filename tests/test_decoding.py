@@ -1,0 +1,50 @@
+"""Greedy and beam search: the batched beam search equals the plain one-image version exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captionlib import Decoder, ModelConfig, Vocabulary, beam_search, beam_search_one_image, greedy_decode
+
+
+def random_decoder(end_bias: float) -> Decoder:
+    """Random weights, sharpened so that <end> competes with other words (some beams finish, some don't)."""
+    torch.manual_seed(0)
+    dec = Decoder(50, 24, ModelConfig(embed_dim=32, attention_dim=32, decoder_dim=48, dropout=0.0)).eval()
+    with torch.no_grad():
+        dec.L_o.weight.mul_(8)
+        dec.L_o.bias[Vocabulary.end_id] = end_bias
+    return dec
+
+
+@pytest.mark.parametrize("end_bias", [0.5, 1.5])
+@pytest.mark.parametrize("beam_size", [2, 3, 5])
+@pytest.mark.parametrize("length_penalty", [0.0, 0.7])
+def test_batched_beam_search_equals_one_image_at_a_time(end_bias, beam_size, length_penalty):
+    dec = random_decoder(end_bias)
+    annotations = torch.randn(40, 16, 24)  # (B, P, D)
+    batched = beam_search(dec, annotations, beam_size, 12, length_penalty)
+    single = [beam_search_one_image(dec, annotations[i], beam_size, 12, length_penalty) for i in range(40)]
+    assert [c.tokens for c in batched] == [c.tokens for c in single]
+    assert [c.finished for c in batched] == [c.finished for c in single]
+    assert any(c.finished for c in batched), "the case must include beams that end"
+    for b, s in zip(batched, single):
+        assert b.score == pytest.approx(s.score, abs=1e-4)
+        assert b.alphas.shape == (len(b.tokens), 16)
+        torch.testing.assert_close(b.alphas, s.alphas)
+
+
+def test_no_end_within_the_limit_returns_the_best_live_hypothesis():
+    dec = random_decoder(end_bias=-50.0)  # <end> is never chosen
+    (caption,) = beam_search(dec, torch.randn(1, 16, 24), beam_size=3, max_len=7)
+    assert not caption.finished and len(caption.tokens) == 7 and caption.alphas.shape == (7, 16)
+
+
+def test_beam_of_one_is_greedy():
+    dec = random_decoder(end_bias=1.5)
+    annotations = torch.randn(20, 16, 24)
+    greedy, beam = greedy_decode(dec, annotations, 12), beam_search(dec, annotations, 1, 12)
+    assert [c.tokens for c in greedy] == [c.tokens for c in beam]
+    assert [c.score for c in greedy] == pytest.approx([c.score for c in beam], abs=1e-4)
+

@@ -1,0 +1,126 @@
+"""Attention, decoder, loss and encoder: shapes, equations and the pitfalls the seed fell into."""
+
+from __future__ import annotations
+
+import torch
+
+from captionlib import CaptionModel, Decoder, ModelConfig, SoftAttention, caption_loss
+from captionlib.encoder import Encoder
+
+SMALL = ModelConfig(embed_dim=16, attention_dim=12, decoder_dim=20, encoder_channels=24, dropout=0.5)
+
+
+def test_attention_matches_the_equations_by_hand():
+    torch.manual_seed(0)
+    att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4)
+    a, h = torch.randn(2, 9, 6), torch.randn(2, 5)  # (B, P, D), (B, n)
+    z, alpha = att(a, att.project(a), h)
+    e = torch.stack([torch.stack([att.w(torch.tanh(att.W_a(a[b, i]) + att.W_h(h[b]))).squeeze() for i in range(9)]) for b in range(2)])
+    expected_alpha = torch.softmax(e, dim=1)  # (B, P)
+    assert alpha.shape == (2, 9) and z.shape == (2, 6)
+    torch.testing.assert_close(alpha, expected_alpha)
+    torch.testing.assert_close(alpha.sum(1), torch.ones(2))
+    torch.testing.assert_close(z, (expected_alpha.unsqueeze(2) * a).sum(1))
+
+
+def test_attention_mask_gives_zero_weight():
+    att = SoftAttention(6, 5, 4)
+    a, h = torch.randn(1, 4, 6), torch.randn(1, 5)
+    mask = torch.tensor([[True, False, True, False]])
+    _, alpha = att(a, att.project(a), h, mask)
+    assert alpha[0, 1] == 0 and alpha[0, 3] == 0
+    torch.testing.assert_close(alpha.sum(), torch.tensor(1.0))
+
+
+def test_decoder_shapes_and_zero_attention_past_the_end():
+    torch.manual_seed(0)
+    dec = Decoder(vocab_size=30, encoder_dim=24, cfg=SMALL)
+    annotations = torch.randn(2, 16, 24)  # (B, P, D)
+    captions = torch.randint(4, 30, (5, 7))
+    lengths = torch.tensor([7, 3, 5, 7, 4])
+    image_of_caption = torch.tensor([0, 0, 1, 1, 1])
+    logits, alphas = dec(annotations, captions, lengths, image_of_caption)
+    assert logits.shape == (5, 6, 30) and alphas.shape == (5, 6, 16)
+    for n, length in enumerate(lengths.tolist()):
+        torch.testing.assert_close(alphas[n, : length - 1].sum(1), torch.ones(length - 1))
+        assert alphas[n, length - 1 :].abs().sum() == 0 and logits[n, length - 1 :].abs().sum() == 0
+
+
+def test_teacher_forcing_equals_stepping_by_hand():
+    torch.manual_seed(0)
+    dec = Decoder(30, 24, SMALL).eval()
+    annotations = torch.randn(1, 16, 24)
+    captions = torch.tensor([[1, 7, 9, 4, 2]])
+    logits, alphas = dec(annotations, captions, torch.tensor([5]))
+    state, projected = dec.init_state(annotations), dec.attention.project(annotations)
+    for t in range(4):
+        logit, state, alpha = dec.step(captions[:, t], state, annotations, projected)
+        torch.testing.assert_close(logit, logits[:, t])
+        torch.testing.assert_close(alpha, alphas[:, t])
+
+
+def test_dropout_is_off_in_eval_and_on_in_train():
+    torch.manual_seed(0)
+    dec = Decoder(30, 24, SMALL)
+    args = (torch.randn(2, 16, 24), torch.randint(4, 30, (2, 6)), torch.tensor([6, 6]))
+    dec.eval()
+    torch.testing.assert_close(dec(*args)[0], dec(*args)[0])
+    dec.train()
+    assert not torch.allclose(dec(*args)[0], dec(*args)[0])
+
+
+def test_doubly_stochastic_penalty_is_eq_14():
+    logits = torch.randn(2, 3, 10)
+    captions = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    lengths = torch.tensor([4, 3])
+    alphas = torch.softmax(torch.randn(2, 3, 5), dim=2)
+    alphas[1, 2] = 0  # the second caption has ended
+    terms = caption_loss(logits, captions, lengths, alphas, attention_lambda=0.5)
+    expected_penalty = sum(((1 - alphas[n].sum(0)) ** 2).sum() for n in range(2)) / 2
+    torch.testing.assert_close(terms.attention_penalty, expected_penalty)
+    xent = torch.nn.functional.cross_entropy(torch.cat([logits[0], logits[1, :2]]), torch.tensor([5, 6, 2, 7, 2]))
+    torch.testing.assert_close(terms.cross_entropy, xent)
+    torch.testing.assert_close(terms.total, xent + 0.5 * expected_penalty)
+
+
+def test_encoder_grid_shape():
+    enc = Encoder(ModelConfig(encoder_channels=24, grid_size=8))
+    assert enc(torch.randn(3, 3, 64, 64)).shape == (3, 64, 24)
+    resnet = Encoder(ModelConfig(encoder="resnet18", grid_size=14, pretrained=False))
+    assert resnet(torch.randn(1, 3, 224, 224)).shape == (1, 196, 512)
+
+
+def test_frozen_encoder_keeps_batchnorm_statistics_in_train_mode():
+    enc = Encoder(ModelConfig(encoder="mobilenet_v2", grid_size=7, pretrained=True, fine_tune_blocks=0))
+    assert enc.frozen and not any(p.requires_grad for p in enc.parameters())
+    before = {k: v.clone() for k, v in enc.state_dict().items() if "running_mean" in k}
+    enc.train()
+    with torch.no_grad():
+        enc(torch.randn(4, 3, 64, 64) * 3 + 1)
+    after = {k: v for k, v in enc.state_dict().items() if "running_mean" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fine_tuned_blocks_train_and_the_rest_stay_frozen():
+    # Needs the genuine MobileNetV2 ImageNet weights that `make setup` copies into torch's hub cache.
+    enc = Encoder(ModelConfig(encoder="mobilenet_v2", pretrained=True, fine_tune_blocks=2))
+    trains = [any(p.requires_grad for p in s.parameters()) for s in enc.stages]
+    assert trains == [False] * 17 + [True] * 2
+    enc.train()
+    assert [s.training for s in enc.stages] == [False] * 17 + [True] * 2
+
+
+def test_missing_pretrained_weights_name_the_file(tmp_path, monkeypatch):
+    import pytest
+
+    from captionlib.encoder import WeightsNotFoundError
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match=r"resnet50-11ad3fa6\.pth.*" + str(tmp_path)):
+        Encoder(ModelConfig(encoder="resnet50", pretrained=True))
+
+
+def test_model_forward_end_to_end():
+    model = CaptionModel(ModelConfig(encoder_channels=24, embed_dim=16, attention_dim=12, decoder_dim=20), vocab_size=40)
+    logits, alphas = model(torch.randn(2, 3, 64, 64), torch.randint(4, 40, (4, 9)), torch.tensor([9, 5, 6, 9]), torch.tensor([0, 0, 1, 1]))
+    assert logits.shape == (4, 8, 40) and alphas.shape == (4, 8, 64)
