@@ -1,0 +1,80 @@
+"""Training: determinism, checkpoints, and resuming after a SIGKILL to exactly the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from captionlib.checkpoint import load_checkpoint, load_model
+from captionlib.train import BEST, LAST, train
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    """Two state dicts with identical keys and bit-identical tensors."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    quiet = {"progress": False, "log": lambda _: None}
+    a = load_checkpoint(train(tiny_config(epochs=1), tmp_path / "a", **quiet))["model"]
+    b = load_checkpoint(train(tiny_config(epochs=1), tmp_path / "b", **quiet))["model"]
+    c = load_checkpoint(train(tiny_config(epochs=1, seed=1), tmp_path / "c", **quiet))["model"]
+    assert states_equal(a, b)
+    assert not states_equal(a, c)
+
+
+def test_checkpoint_holds_everything_and_loads_with_weights_only(tiny_checkpoint):
+    last = load_checkpoint(tiny_checkpoint.parent / LAST)
+    assert {"config", "vocab", "model", "optimizer", "scheduler", "rng", "epoch", "best_bleu4", "history"} <= last.keys()
+    assert last["epoch"] == 1 and len(last["history"]) == 2
+    assert all("val_bleu4" in h and "cross_entropy" in h and "attention_penalty" in h for h in last["history"])
+    model, vocab, cfg = load_model(tiny_checkpoint)
+    assert not model.training and len(vocab) == model.decoder.vocab_size
+    assert not any(p.name.endswith(".tmp") for p in tiny_checkpoint.parent.iterdir())  # atomic writes left nothing
+
+
+def test_rerunning_a_finished_run_changes_nothing(tiny_checkpoint, capsys):
+    before = (tiny_checkpoint.parent / LAST).stat().st_mtime_ns
+    train(tiny_config(), tiny_checkpoint.parent, progress=False)
+    assert "already trained" in capsys.readouterr().out
+    assert (tiny_checkpoint.parent / LAST).stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_rerun_gives_identical_weights(tmp_path):
+    cfg = tiny_config(epochs=3)
+    cfg.shapes.n_train = 320  # long enough epochs (a couple of seconds) to be killed inside one
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def command(out: str) -> list[str]:
+        return [sys.executable, "-m", "captionlib", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / out), "--no-progress"]
+
+    subprocess.run(command("whole"), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(command("killed"), env=env, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait for the first epoch's line, then kill halfway into the second epoch
+        match = re.match(r"epoch 1/3 .* (\d+)s$", line.strip())
+        if match:
+            time.sleep(max(float(match.group(1)), 1.0) / 2)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "killed" / LAST)["epoch"] == 0, "the kill must land inside epoch 2"
+
+    resumed = subprocess.run(command("killed"), check=True, env=env, capture_output=True, text=True)
+    assert "resuming" in resumed.stdout and "at epoch 2/3" in resumed.stdout
+    for name in (LAST, BEST):
+        whole, killed = load_checkpoint(tmp_path / "whole" / name), load_checkpoint(tmp_path / "killed" / name)
+        assert states_equal(whole["model"], killed["model"])
+        assert whole["epoch"] == killed["epoch"] and whole["history"][-1]["loss"] == killed["history"][-1]["loss"]
