@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import secrets
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def save_checkpoint(payload: dict, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over the target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # O_BINARY: Windows only
+    fd = os.open(tmp, flags, 0o666)  # unlike mkstemp's 0600, honours the umask
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
@@ -37,20 +40,31 @@ def save_checkpoint(payload: dict, path: str | Path) -> None:
         raise
 
 
+def first_sentence(text: str) -> str:
+    """Torch's error messages run on for several sentences; the first one names the problem."""
+    return text.strip().split(". ")[0].rstrip(".")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint without executing any code from it (weights_only=True)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle makes torch warn about its protocol before refusing it; the refusal says enough.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
-        raise CheckpointError(f"{path}: refused, holds objects weights_only=True does not load ({detail.strip()})") from None
+        lines = str(e).strip().splitlines()
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
+        reason = f"refused, holds objects weights_only=True does not load ({first_sentence(detail)})"
+        raise CheckpointError(f"{path}: {reason}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({first})") from None
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({first_sentence(detail)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a captionlib checkpoint (no '{FORMAT}' marker)")
     return payload
@@ -64,8 +78,10 @@ def model_from_checkpoint(payload: dict, path: str | Path = "<checkpoint>") -> t
         state = payload["model"]
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")
     rows = state.get("decoder.embedding.weight")
-    if rows is None or rows.size(0) != len(vocab):
+    if rows is None or rows.dim() != 2 or rows.size(0) != len(vocab):
         got = "missing" if rows is None else rows.size(0)
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words but the model's embedding has {got} rows")
     config.model.pretrained = False  # the weights come from the checkpoint, not from torchvision

@@ -50,10 +50,11 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .sources import load_splits
     from .train import train
 
     cfg = build_config(args)
-    best = train(cfg, args.out, progress=not args.no_progress)
+    best = train(cfg, args.out, progress=not args.no_progress, splits=load_splits(cfg, strict=args.strict))
     print(f"best checkpoint: {best}")
     return EXIT_OK
 
@@ -66,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, vocab, cfg = load_model(args.checkpoint)
     if args.data:
         cfg.data = args.data
-    split = load_splits(cfg)[args.split]
+    split = load_splits(cfg, strict=args.strict)[args.split]
     max_len = args.max_len or cfg.train.max_caption_len
     result = evaluate(model, vocab, split, args.beam_size, max_len, args.length_penalty, coco=args.metrics == "coco")
     result = {"split": args.split, "images": len(split), "beam_size": args.beam_size, **result}
@@ -97,12 +98,16 @@ def cmd_caption(args: argparse.Namespace) -> int:
         else:
             print(f"{path}\t{' '.join(words)}")
         if args.attention:
+            import matplotlib.pyplot as plt
+
             from .plots import attention_figure
 
             out = Path(args.attention)
             if len(args.images) > 1:
                 out = out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
-            attention_figure(image, words, caption.alphas, captioner.grid_size, title=Path(path).name).savefig(out, dpi=110)
+            figure = attention_figure(image, words, caption.alphas, captioner.grid_size, title=Path(path).name)
+            figure.savefig(out, dpi=110)
+            plt.close(figure)  # else matplotlib keeps every figure and warns past 20 images
             print(f"attention figure: {out}", file=sys.stderr)
     return status
 
@@ -133,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a captioner (resumes when DIR holds an unfinished run)")
     p.add_argument("--out", default="runs/shapes", help="folder for last.pt and best.pt (default: runs/shapes)")
     p.add_argument("--config", help="JSON file with config fields (see captionlib.config)")
-    p.add_argument("--data", help="'shapes' (default) or a folder in the Flickr8k Kaggle layout")
+    p.add_argument("--data", help="'shapes' (default), a data folder or its caption file (see captionlib.sources)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad caption row instead of skipping it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, help="seeds the data, the initialisation and the training order")
     p.add_argument("--attention-lambda", type=float, help="λ of the doubly stochastic attention penalty")
@@ -145,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data", help="override the data set the checkpoint was trained on")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad caption row instead of skipping it")
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--length-penalty", type=float, default=0.0, help="rank finished beams by log p / length^α")
     p.add_argument("--max-len", type=int, help="longest caption in words (default: the training config's)")

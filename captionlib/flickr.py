@@ -1,37 +1,107 @@
-"""Real photo data sets on disk (Flickr8k Kaggle layout)."""
+"""Flickr8k and Flickr30k caption files: Kaggle's captions.txt and the original NAME#N<TAB>caption token files.
+
+Splits come from the official Flickr8k lists (Flickr_8k.{train,dev,test}Images.txt) when they sit beside the
+caption file, in the data folder or in Flickr8k_text/. Otherwise (Kaggle's download, Flickr30k) the split is
+seeded: images are ordered by sha256("0:" + image name); the first min(1000, n // 8) go to val, as many more
+to test, the rest to train. The same names always give the same split, on any machine, in any language.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .data import ImageRecord
-from .sources import Split
+from .sources import MALFORMED, TEXT_DIRS, BadRow, CaptionRow, LoadReport, Split, assemble, check_rows, find_image_root, image_key
 
+IMAGE_DIRS = ("Images", "Flicker8k_Dataset", "flickr30k-images")  # Kaggle, the original Flickr8k zip (sic), Flickr30k
 SPLIT_LISTS = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
+SPLIT_SEED = 0
+HELD_OUT = 1000  # val and test images of a seeded split: the size of the official Flickr8k lists
 
 
-def read_kaggle_captions(path: Path) -> dict[str, list[str]]:
-    """captions.txt with header 'image,caption' -> {image name: [captions]} in file order."""
-    captions: dict[str, list[str]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header != ["image", "caption"]:
-            raise ValueError(f"{path}:1: expected header 'image,caption', got {header!r}")
-        for row in rows:
-            name, caption = row[0], ",".join(row[1:])
-            captions.setdefault(name, []).append(caption)
-    return captions
+def kaggle_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
+    """captions.txt: the header 'image,caption', then IMAGE,CAPTION lines; commas in captions may be quoted or not."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = f.readline().strip()
+        if header != "image,caption":
+            raise ValueError(f"{path}:1: expected the header 'image,caption', got {header!r}")
+        for number, line in enumerate(f, start=2):
+            if not line.strip():
+                continue  # a blank line holds no caption to lose
+            where = f"{path}:{number}"
+            fields = next(csv.reader([line.rstrip("\r\n")]))
+            if len(fields) < 2 or not fields[0].strip():
+                yield BadRow(where, MALFORMED, f"expected IMAGE,CAPTION, got {line.strip()!r}")
+                continue
+            yield CaptionRow(where, folder, fields[0].strip(), ",".join(fields[1:]))  # unquoted commas split the caption
 
 
-def load_flickr(root: str | Path) -> dict[str, Split]:
-    """Read Images/ + captions.txt and the Flickr_8k.*Images.txt split lists beside them."""
-    root = Path(root)
-    captions = read_kaggle_captions(root / "captions.txt")
-    splits = {}
-    for name, list_file in SPLIT_LISTS.items():
-        names = (root / list_file).read_text().split()
-        records = [ImageRecord(root / "Images" / n, captions[n]) for n in names]
-        splits[name] = Split(name, records, [r.captions for r in records])
-    return splits
+def token_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
+    """Flickr8k.token.txt or Flickr30k's results_20130124.token: 'NAME#N<TAB>caption' lines."""
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            name_n, tab, caption = line.rstrip("\r\n").partition("\t")
+            name, hash_sign, n = name_n.rpartition("#")
+            if not tab:
+                yield BadRow(where, MALFORMED, f"no tab between NAME#N and the caption in {line.strip()!r}")
+            elif not (hash_sign and n.isdigit() and name.strip()):
+                yield BadRow(where, MALFORMED, f"expected NAME#N before the tab, got {name_n!r}")
+            else:
+                yield CaptionRow(where, folder, name.strip(), caption)
+
+
+def find_split_lists(dirs: Iterable[Path]) -> dict[str, Path] | None:
+    """The official split lists from the first folder that has them, or None; a partial set is an error."""
+    for folder in dict.fromkeys(dirs):  # unique, in order
+        paths = {split: folder / name for split, name in SPLIT_LISTS.items()}
+        present = [p.name for p in paths.values() if p.is_file()]
+        if len(present) == len(paths):
+            return paths
+        if present:
+            raise ValueError(f"{folder}: has {', '.join(present)} but not all of {', '.join(SPLIT_LISTS.values())}")
+    return None
+
+
+def listed_members(lists: dict[str, Path], folder: str) -> dict[str, list[tuple[str, str]]]:
+    """{split: [(image key, FILE:LINE)]} from split lists holding one image name per line."""
+    members = {}
+    for split, path in lists.items():
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        members[split] = [(image_key(folder, name.strip()), f"{path}:{n}") for n, name in enumerate(lines, start=1) if name.strip()]
+    return members
+
+
+def seeded_members(keys: Iterable[str], seed: int = SPLIT_SEED, held_out: int = HELD_OUT) -> dict[str, list[tuple[str, str]]]:
+    """{split: [(image key, where)]}: val and test get min(held_out, n // 8) images each by hashed name, train the rest."""
+    order = sorted(keys, key=lambda key: hashlib.sha256(f"{seed}:{key.rsplit('/', 1)[-1]}".encode()).hexdigest())  # name only
+    n = min(held_out, max(1, len(order) // 8))
+    parts = {"train": order[2 * n :], "val": order[:n], "test": order[n : 2 * n]}
+    return {split: [(key, f"seeded {split} split") for key in sorted(part)] for split, part in parts.items()}
+
+
+def read_flickr(caption_file: Path, format: str, report: LoadReport) -> dict[str, Split]:
+    """Captions from captions.txt ('kaggle') or a token file ('token'), images from the folder beside it, then the splits."""
+    root, folder = find_image_root(caption_file, IMAGE_DIRS)
+    rows = kaggle_rows(caption_file, folder) if format == "kaggle" else token_rows(caption_file, folder)
+    table = check_rows(rows, root, report)
+    lists = find_split_lists([caption_file.parent, *(root / d for d in TEXT_DIRS)])
+    if lists:
+        members = listed_members(lists, folder)
+        report.split_rule = f"official split lists in {lists['train'].parent}"
+    else:
+        members = seeded_members(table.captions)
+        n_held = len(members["val"])
+        report.split_rule = f"no split lists, so seeded by image name: {n_held} val, {n_held} test, the rest train"
+    return assemble(table, root, members, report)
+
+
+def load_flickr(root: str | Path, strict: bool = False) -> dict[str, Split]:
+    """Splits of a Flickr8k/Flickr30k folder (Kaggle layout or token file), with the report on stderr."""
+    from .sources import load_dataset
+
+    return load_dataset(root, strict=strict)

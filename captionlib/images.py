@@ -56,4 +56,5 @@ def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Ima
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"{label}: refused, larger than Pillow's decompression-bomb limit ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageLoadError(f"{label}: cannot decode image ({str(e).splitlines()[0]})") from None
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]  # some decoders raise with no message
+        raise ImageLoadError(f"{label}: cannot decode image ({detail})") from None

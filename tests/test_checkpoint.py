@@ -1,0 +1,188 @@
+"""Checkpoints that must be refused (truncated, mismatched, foreign or malicious) and a clean atomic save."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shlex
+import shutil
+import stat
+
+import pytest
+import torch
+
+from captionlib import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from captionlib.cli import main
+
+
+class Point:
+    """An ordinary user class: harmless, but not something weights_only=True may construct."""
+
+    def __init__(self):
+        self.x = 1
+
+
+class RunsShell:
+    """The classic malicious pickle: unpickling it calls os.system(command)."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class FailsToSave:
+    """Raises while torch.save is half way through writing, like a full disk would."""
+
+    def __reduce__(self):
+        raise RuntimeError("disk full")
+
+
+def assert_one_line_naming(error: Exception, path) -> None:
+    text = str(error)
+    assert "\n" not in text and str(path) in text, text
+
+
+def stderr_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture
+def payload(tiny_checkpoint) -> dict:
+    """A fresh copy of the tiny checkpoint's contents, safe to edit."""
+    return load_checkpoint(tiny_checkpoint)
+
+
+def test_loading_uses_weights_only(tiny_checkpoint, monkeypatch):
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: calls.append(kw) or real_load(*a, **kw))
+    load_model(tiny_checkpoint)
+    assert calls and all(kw.get("weights_only") is True for kw in calls)
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.1, 0.5, 0.99])
+def test_truncated_checkpoint(tmp_path, tiny_checkpoint, keep):
+    data = tiny_checkpoint.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        load_model(path)
+    assert_one_line_naming(info.value, path)
+
+
+@pytest.mark.parametrize("change", [-1, +2])
+def test_vocabulary_that_does_not_fit_the_embedding(tmp_path, payload, change):
+    words = payload["vocab"]
+    payload["vocab"] = words[:change] if change < 0 else words + [f"extra{i}" for i in range(change)]
+    path = tmp_path / "other-vocab.pt"
+    save_checkpoint(payload, path)
+    with pytest.raises(CheckpointError, match=f"vocabulary has {len(words) + change} words") as info:
+        load_model(path)
+    assert_one_line_naming(info.value, path)
+
+
+def test_model_entry_that_is_not_a_state_dict(tmp_path, payload):
+    payload["model"] = [1, 2, 3]
+    path = tmp_path / "list-model.pt"
+    save_checkpoint(payload, path)
+    with pytest.raises(CheckpointError, match="not a state dict") as info:
+        load_model(path)
+    assert_one_line_naming(info.value, path)
+
+
+def test_other_torch_files_and_directories(tmp_path):
+    foreign = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    for path, message in ((foreign, "not a captionlib checkpoint"), (tmp_path, "directory"), (tmp_path / "nope.pt", "no such")):
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_model(path)
+        assert_one_line_naming(info.value, path)
+
+
+def test_custom_class_is_refused(tmp_path, payload):
+    path = tmp_path / "custom.pt"
+    torch.save({**payload, "extra": Point()}, path)
+    with pytest.raises(CheckpointError, match="refused") as info:
+        load_model(path)
+    assert_one_line_naming(info.value, path)
+    assert "Point" in str(info.value)
+
+
+@pytest.mark.parametrize("container", ["torch.save", "raw pickle"])
+def test_malicious_pickle_runs_no_code(tmp_path, capsys, container):
+    marker = tmp_path / "pwned"
+    evil = RunsShell(f"touch {shlex.quote(str(marker))}")
+    path = tmp_path / "evil.pt"
+    if container == "torch.save":
+        torch.save({"format": "captionlib-checkpoint-v1", "model": {}, "payload": evil}, path)
+    else:
+        path.write_bytes(pickle.dumps(evil))
+    with pytest.raises(CheckpointError, match="refused") as info:
+        load_model(path)
+    assert_one_line_naming(info.value, path)
+    assert main(["caption", "--checkpoint", str(path), str(tmp_path / "any.png")]) == 1
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0] and "refused" in lines[0], lines
+    assert not marker.exists(), "loading the checkpoint ran its code"
+    # The payload is live: an unsafe load does run it, so the assertion above can fail.
+    if container == "raw pickle":
+        pickle.loads(path.read_bytes())
+    else:
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_save_is_atomic_and_readable(tmp_path, payload):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(payload, path)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint({**payload, "last": FailsToSave()}, path)
+    assert path.read_bytes() == before, "a failed save changed the existing checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"], "a failed save left a temporary file"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not mkstemp's owner-only 0600
+
+
+# ---------- `captionlib train` resuming into an --out whose last.pt does not match ----------
+
+
+@pytest.fixture
+def finished_run(tmp_path, tiny_checkpoint):
+    """A copy of the tiny run's folder and the config JSON that trained it."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint.parent, out)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(load_checkpoint(out / "last.pt")["config"]))
+    return out, config
+
+
+def test_train_refuses_to_resume_a_different_config(finished_run, capsys):
+    out, config = finished_run
+    before = (out / "last.pt").read_bytes()
+    argv = ["train", "--out", str(out), "--config", str(config), "--set", "model.decoder_dim=48", "--no-progress"]
+    assert main(argv) == 1
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and str(out / "last.pt") in lines[0] and "different configuration" in lines[0], lines
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_train_refuses_to_resume_a_different_vocabulary(finished_run, capsys):
+    out, config = finished_run
+    state = load_checkpoint(out / "last.pt")
+    state["vocab"] = state["vocab"][:-1]  # as if the run had been trained on other captions
+    save_checkpoint(state, out / "last.pt")
+    assert main(["train", "--out", str(out), "--config", str(config), "--no-progress"]) == 1
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and str(out / "last.pt") in lines[0] and "vocabulary" in lines[0], lines
+
+
+def test_train_with_the_same_config_sees_the_run_is_finished(finished_run, capsys):
+    """The control for the two refusals above: the unchanged folder is accepted."""
+    out, config = finished_run
+    assert main(["train", "--out", str(out), "--config", str(config), "--no-progress"]) == 0
+    assert "already trained" in capsys.readouterr().out
