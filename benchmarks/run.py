@@ -1,0 +1,247 @@
+"""Speed and memory of captionlib's decoder at full scale on the CPU: 14x14x2048 annotations, 512 wide, 10 000 words.
+
+    python benchmarks/run.py                 # a Markdown table
+    python benchmarks/run.py --json          # one {"metric", "value", "unit", "note"} object per line
+    python benchmarks/run.py --quick         # small sizes, a smoke run of a few seconds
+    python benchmarks/run.py --only beam     # one group (see BENCHMARKS at the bottom)
+    python benchmarks/run.py --threads 1     # on a CPU shared with other jobs (see README.md)
+
+Each benchmark is a small function that takes the Sizes and yields metric dicts; all of them use random
+weights and random features with a fixed seed (the encoder is not timed), so the run needs no data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from captionlib import Decoder, ModelConfig, Vocabulary, beam_search, beam_search_one_image, caption_loss
+from captionlib.vocab import SPECIALS
+
+Metric = dict  # {"metric": str, "value": float | bool, "unit": str, "note": str, optionally "target_min": float}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes under test. Defaults: 14x14 grid of 2048-d (ResNet) annotations, 512-wide decoder, 10 000 words."""
+
+    cells: int = 196  # P = 14 x 14
+    encoder_dim: int = 2048  # D
+    dim: int = 512  # embedding m, attention and decoder n
+    vocab: int = 10_000  # V
+    batch: int = 32  # captions per training step, one image each
+    min_words: int = 12  # caption lengths are drawn uniformly in [min_words, max_words]
+    max_words: int = 22
+    beam_images: int = 32  # images decoded by one batched beam search
+    max_len: int = 20  # decoding limit in words
+    reps: int = 3  # timed repetitions after one warm-up; the median is reported
+    seed: int = 0
+
+
+QUICK = Sizes(cells=49, encoder_dim=256, dim=128, vocab=1000, batch=8, beam_images=8, max_len=8, reps=1)
+
+
+def metric(name: str, value, unit: str = "", note: str = "", **extra) -> Metric:
+    """One output row."""
+    row = {"metric": name, "value": value}
+    if unit:
+        row["unit"] = unit
+    if note:
+        row["note"] = note
+    return {**row, **extra}
+
+
+def median_seconds(runs: dict[str, Callable[[], object]], reps: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Median wall time of each callable over `reps` rounds, after one warm-up round; also each one's last result.
+
+    The callables take turns within a round, so a burst of load from other processes hits them alike
+    and their ratio stays meaningful on a shared machine.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, object] = {}
+    for round_ in range(reps + 1):
+        for name, run in runs.items():
+            began = time.perf_counter()
+            results[name] = run()
+            if round_:  # round 0 is the warm-up: allocator, thread pool, first-call paths
+                times[name].append(time.perf_counter() - began)
+    return {name: statistics.median(t) for name, t in times.items()}, results
+
+
+def random_decoder(sizes: Sizes, klass: type[Decoder] = Decoder) -> Decoder:
+    """A decoder with the seed's random weights (every class built with the same seed gets the same weights)."""
+    torch.manual_seed(sizes.seed)
+    cfg = ModelConfig(embed_dim=sizes.dim, attention_dim=sizes.dim, decoder_dim=sizes.dim)
+    return klass(sizes.vocab, sizes.encoder_dim, cfg)
+
+
+def random_annotations(sizes: Sizes, n: int) -> torch.Tensor:
+    """Stand-in for the encoder's output: n images' annotation grids (n, P, D)."""
+    generator = torch.Generator().manual_seed(sizes.seed + 1)
+    return torch.randn(n, sizes.cells, sizes.encoder_dim, generator=generator)  # (n, P, D)
+
+
+def random_captions(sizes: Sizes) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch <start> w1 .. wk <end> <pad>.. with k uniform in [min_words, max_words] -> (N, L), (N,)."""
+    generator = torch.Generator().manual_seed(sizes.seed + 2)
+    words = torch.randint(sizes.min_words, sizes.max_words + 1, (sizes.batch,), generator=generator)  # (N,)
+    lengths = words + 2  # (N,) with <start> and <end>
+    captions = torch.full((sizes.batch, int(lengths.max())), Vocabulary.pad_id, dtype=torch.long)  # (N, L)
+    # Words are drawn from the ids after <pad> <start> <end> <unk>.
+    for i, k in enumerate(words.tolist()):
+        captions[i, 0] = Vocabulary.start_id
+        captions[i, 1 : k + 1] = torch.randint(len(SPECIALS), sizes.vocab, (k,), generator=generator)  # (k,)
+        captions[i, k + 1] = Vocabulary.end_id
+    return captions, lengths
+
+
+class InLoopProjectionDecoder(Decoder):
+    """The common tutorial shortcut: W_a a is recomputed inside the time loop, at every step, for every caption.
+
+    Decoder.forward still projects once up front; this step ignores that result and projects again.
+    """
+
+    def step(self, prev_words, state, annotations, projected):
+        """Decoder.step with W_a a recomputed from the annotations (B, P, D) -> (B, P, A) on every call."""
+        return super().step(prev_words, state, annotations, self.attention.project(annotations))
+
+
+def train_step(decoder: Decoder, optimizer: torch.optim.Optimizer, annotations, captions, lengths) -> None:
+    """One teacher-forced step as the trainer takes it: forward, eq. 14 loss, backward, clipping, Adam."""
+    logits, alphas = decoder(annotations, captions, lengths)  # (N, T, V), (N, T, P)
+    loss = caption_loss(logits, captions, lengths, alphas, attention_lambda=1.0).total
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
+    optimizer.step()
+
+
+def bench_train(sizes: Sizes) -> Iterator[Metric]:
+    """Training throughput, and what projecting W_a a once per image (not once per step) saves."""
+    annotations = random_annotations(sizes, sizes.batch)  # (N, P, D)
+    captions, lengths = random_captions(sizes)  # (N, L), (N,)
+    once, per_step = random_decoder(sizes), random_decoder(sizes, InLoopProjectionDecoder)
+
+    # Check, not timing: the two decoders compute the same function (dropout off).
+    with torch.no_grad():
+        logits_once = once.eval()(annotations, captions, lengths)[0]  # (N, T, V)
+        logits_per_step = per_step.eval()(annotations, captions, lengths)[0]  # (N, T, V)
+    torch.testing.assert_close(logits_per_step, logits_once)
+    once.train()
+    per_step.train()
+
+    optimizers = {d: torch.optim.Adam(d.parameters(), lr=4e-4) for d in (once, per_step)}
+    seconds, _ = median_seconds(
+        {
+            "once": partial(train_step, once, optimizers[once], annotations, captions, lengths),
+            "per_step": partial(train_step, per_step, optimizers[per_step], annotations, captions, lengths),
+        },
+        sizes.reps,
+    )
+    yield metric(
+        "train_captions_per_s",
+        sizes.batch / seconds["once"],
+        "captions/s",
+        f"forward+backward+Adam, batch {sizes.batch}, {seconds['once']:.2f} s/step",
+    )
+    yield metric(
+        "train_speedup_vs_inloop_projection",
+        seconds["per_step"] / seconds["once"],
+        "x",
+        f"W_a a projected at every step: {sizes.batch / seconds['per_step']:.2f} captions/s; same logits (checked)",
+        target_min=2.0,
+    )
+
+
+def bench_beam(sizes: Sizes) -> Iterator[Metric]:
+    """Beam search of many images at once vs. the plain loop over images, for k = 3 and 5."""
+    decoder = random_decoder(sizes).eval()
+    annotations = random_annotations(sizes, sizes.beam_images)  # (B, P, D)
+    identical = True
+    for k in (3, 5):
+        seconds, results = median_seconds({"batched": partial(beam_search, decoder, annotations, k, sizes.max_len)}, sizes.reps)
+        batched = results["batched"]
+        per_image_batched = seconds["batched"] / sizes.beam_images
+
+        # The loop is long (one search per image), so each image is one timed repetition of its own.
+        beam_search_one_image(decoder, annotations[0], k, sizes.max_len)  # warm-up
+        looped, image_seconds = [], []
+        for image in annotations:  # (P, D)
+            began = time.perf_counter()
+            looped.append(beam_search_one_image(decoder, image, k, sizes.max_len))
+            image_seconds.append(time.perf_counter() - began)
+        per_image_looped = statistics.median(image_seconds)
+
+        identical &= [c.tokens for c in batched] == [c.tokens for c in looped]
+        ended = sum(c.finished for c in batched)
+        yield metric(
+            f"beam_images_per_s_k{k}",
+            1.0 / per_image_batched,
+            "images/s",
+            f"{sizes.beam_images} images in one search, max_len {sizes.max_len}; {ended} ended with <end>",
+        )
+        if k == 5:
+            yield metric(
+                "beam_speedup_k5",
+                per_image_looped / per_image_batched,
+                "x",
+                f"vs beam_search_one_image in a loop: {1.0 / per_image_looped:.2f} images/s",
+                target_min=5.0,
+            )
+    yield metric(
+        "beam_identical", identical, note="batched and looped beam search give the same tokens for every image, k = 3 and 5"
+    )
+
+
+BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {"train": bench_train, "beam": bench_beam}
+
+
+def peak_rss_mb() -> Metric:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return metric("peak_rss_mb", kib / 1024, "MiB", "resource.getrusage peak RSS of the whole run")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a Markdown table")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one group of benchmarks")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = QUICK if args.quick else Sizes()
+    names = [args.only] if args.only else list(BENCHMARKS)
+
+    def show(row: Metric) -> None:
+        """A JSON line, or a Markdown table row (the table in benchmarks/README.md is this output)."""
+        if args.json:
+            print(json.dumps(row), flush=True)
+            return
+        value = row["value"]
+        value = (f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}") if isinstance(value, float) else str(value)
+        target = f">= {row['target_min']:g}" if "target_min" in row else ""
+        print(f"| {row['metric']} | {value} | {row.get('unit', '')} | {target} | {row.get('note', '')} |", flush=True)
+
+    if not args.json:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {'quick' if args.quick else 'full'} sizes\n")
+        print("| metric | value | unit | target | note |\n|---|---|---|---|---|")
+    for name in names:
+        for row in BENCHMARKS[name](sizes):
+            show(row)
+    show(peak_rss_mb())  # after the benchmarks: it covers every one that ran
+    show(metric("torch_threads", torch.get_num_threads(), "threads", "torch CPU threads used by every benchmark"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""benchmarks/run.py: every output line is a JSON metric, every metric is there, batched beam search matches the loop."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+TRAIN = {"train_captions_per_s", "train_speedup_vs_inloop_projection"}
+BEAM = {"beam_images_per_s_k3", "beam_images_per_s_k5", "beam_speedup_k5", "beam_identical"}
+
+
+def run_quick() -> dict[str, dict]:
+    """Rows of a --quick --json run (one thread: a shared CPU makes 2-thread OpenMP crawl), keyed by metric."""
+    argv = [sys.executable, str(RUN), "--json", "--quick", "--threads", "1"]
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]  # fails on any line that is not JSON
+    names = [row["metric"] for row in rows]
+    assert len(names) == len(set(names)), f"a metric is printed twice: {names}"
+    return {row["metric"]: row for row in rows}
+
+
+@pytest.mark.slow
+def test_quick_run_prints_every_metric_as_json():
+    rows = run_quick()
+    assert TRAIN | BEAM | {"peak_rss_mb", "torch_threads"} <= set(rows)
+    assert rows["torch_threads"]["value"] == 1
+    assert rows["beam_identical"]["value"] is True
+    for name, row in rows.items():
+        if name not in ("beam_identical", "torch_threads"):
+            assert isinstance(row["value"], float) and math.isfinite(row["value"]) and row["value"] > 0, row
+    assert rows["train_speedup_vs_inloop_projection"]["target_min"] == 2
+    assert rows["beam_speedup_k5"]["target_min"] == 5
+
+
+def test_only_runs_one_group(capsys, monkeypatch):
+    spec = importlib.util.spec_from_file_location("benchmarks_run", RUN)
+    run = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, run)  # dataclasses look their module up there
+    spec.loader.exec_module(run)
+    threads = torch.get_num_threads()
+    try:
+        run.main(["--json", "--quick", "--only", "beam", "--threads", "1"])  # in this process: no second torch import
+    finally:
+        torch.set_num_threads(threads)  # leave the rest of the session as it was
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {row["metric"] for row in rows} == BEAM | {"peak_rss_mb", "torch_threads"}
