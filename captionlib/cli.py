@@ -69,7 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg.data = args.data
     split = load_splits(cfg, strict=args.strict)[args.split]
     max_len = args.max_len or cfg.train.max_caption_len
-    result = evaluate(model, vocab, split, args.beam_size, max_len, args.length_penalty)
+    result = evaluate(model, vocab, split, args.beam_size, max_len, args.length_penalty, coco=args.metrics == "coco")
     result = {"split": args.split, "images": len(split), "beam_size": args.beam_size, **result}
     if args.json:
         print(json.dumps(result))
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--length-penalty", type=float, default=0.0, help="rank finished beams by log p / length^α")
     p.add_argument("--max-len", type=int, help="longest caption in words (default: the training config's)")
+    p.add_argument("--metrics", choices=["nltk", "coco"], default="nltk", help="coco: also METEOR, ROUGE-L, CIDEr, COCO BLEU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_evaluate)
 

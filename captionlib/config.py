@@ -50,6 +50,10 @@ class TrainConfig:
     max_caption_len: int = 24  # decoding limit, in words
     seed: int = 0
     val_beam_size: int = 1  # 1 = greedy decoding for per-epoch validation BLEU
+    device: str = "auto"  # "auto" (GPU when present), "cpu" or "cuda"
+    amp: bool = True  # float16 autocast + gradient scaling, on GPU only
+    feature_cache: bool = True  # with a frozen encoder, encode each training image once (float16 memmap)
+    num_workers: int = 0  # DataLoader worker processes (decoding JPEGs of real data sets)
 
 
 @dataclass

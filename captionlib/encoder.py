@@ -42,7 +42,7 @@ def install_weights(file: str | os.PathLike) -> str:
 
 
 def load_backbone(name: str, pretrained: bool) -> nn.Module:
-    """Build a torchvision backbone; with pretrained=True one of its ImageNet weight files must be in the hub cache."""
+    """Build a torchvision backbone; pretrained=True uses ImageNet weights from the hub cache, else downloads them."""
     if name not in BACKBONES:
         raise ValueError(f"encoder: unknown backbone {name!r}; choose from {sorted(BACKBONES)} or 'shapes_cnn'")
     builder_name, enum_name = BACKBONES[name]
@@ -54,13 +54,16 @@ def load_backbone(name: str, pretrained: bool) -> nn.Module:
     for weights in candidates:
         if os.path.exists(weights_file(weights)):
             return builder(weights=weights)
-    path = weights_file(enum.DEFAULT)
-    others = ", ".join(os.path.basename(weights_file(w)) for w in candidates[1:])
-    raise WeightsNotFoundError(
-        f"{name}: pretrained weights not found at {path}. This machine cannot download them; "
-        f"copy {os.path.basename(path)} (from {enum.DEFAULT.url}){' or ' + others if others else ''} "
-        f"into {os.path.dirname(path)} (set TORCH_HOME to move that folder), or use pretrained=False."
-    )
+    try:  # torchvision's own download: works where there is internet (a Kaggle kernel), fails fast here
+        return builder(weights=enum.DEFAULT)
+    except Exception as error:  # URLError, OSError, hash mismatch...: explain what to do instead
+        path = weights_file(enum.DEFAULT)
+        others = ", ".join(os.path.basename(weights_file(w)) for w in candidates[1:])
+        raise WeightsNotFoundError(
+            f"{name}: pretrained weights not found at {path} and the download failed ({str(error).splitlines()[0]}); "
+            f"copy {os.path.basename(path)} (from {enum.DEFAULT.url}){' or ' + others if others else ''} "
+            f"into {os.path.dirname(path)} (set TORCH_HOME to move that folder), or use pretrained=False."
+        ) from None
 
 
 def conv_stages(backbone: nn.Module, name: str) -> nn.Sequential:

@@ -49,8 +49,21 @@ def score(captions: list[Caption], split: Split, vocab: Vocabulary, grid_size: i
     return result
 
 
-def evaluate(model: CaptionModel, vocab: Vocabulary, split: Split, beam_size: int = 3, max_len: int = 24, length_penalty: float = 0.0) -> dict[str, float]:
-    """predict() then score() on one split."""
+def evaluate(
+    model: CaptionModel,
+    vocab: Vocabulary,
+    split: Split,
+    beam_size: int = 3,
+    max_len: int = 24,
+    length_penalty: float = 0.0,
+    coco: bool = False,
+) -> dict[str, float]:
+    """predict() then score() on one split; coco=True adds pycocoevalcap's metrics on the same captions."""
     cfg = model.cfg
     captions = predict(model, split_dataset(split, vocab, cfg.image_size), beam_size, max_len, length_penalty)
-    return score(captions, split, vocab, cfg.grid_size, cfg.image_size)
+    result = score(captions, split, vocab, cfg.grid_size, cfg.image_size)
+    if coco:
+        from .coco_metrics import coco_scores
+
+        result |= coco_scores([" ".join(vocab.itos[i] for i in c.tokens) for c in captions], split.captions)
+    return result

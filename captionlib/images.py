@@ -15,10 +15,15 @@ class ImageLoadError(ValueError):
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB: alpha composited on white, 16-bit scaled, palette expanded."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    """Any Pillow mode -> 8-bit RGB: alpha composited on white, 16-bit and float scaled, palette expanded."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # one channel wider than 8 bits: scale, don't clip
         array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode.startswith("I;16") or array.max() > 255:
+            peak = 65535.0
+        elif image.mode == "F" and array.max() <= 1.0:
+            peak = 1.0  # float images in [0, 1]
+        else:
+            peak = 255.0
         image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     if image.mode == "P":
         image = image.convert("RGBA")

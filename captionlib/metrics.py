@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -19,7 +20,9 @@ def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequ
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference sets")
-    scores = corpus_bleu([list(map(list, r)) for r in references], [list(h) for h in hypotheses], weights=BLEU_WEIGHTS)
+    with warnings.catch_warnings():  # nltk warns when a corpus has no matching n-gram; the score is then 0, as intended
+        warnings.simplefilter("ignore", UserWarning)
+        scores = corpus_bleu([list(map(list, r)) for r in references], [list(h) for h in hypotheses], weights=BLEU_WEIGHTS)
     return {f"bleu{n}": float(s) for n, s in enumerate(scores, start=1)}
 
 

@@ -21,11 +21,11 @@ class CaptionModel(nn.Module):
 
     def forward(
         self,
-        images: torch.Tensor,  # (B, 3, S, S)
+        inputs: torch.Tensor,  # images (B, 3, S, S), or cached annotations (B, P, D)
         captions: torch.Tensor,  # (N, L)
         lengths: torch.Tensor,  # (N,)
         image_of_caption: torch.Tensor | None = None,  # (N,), None when N == B
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits (N, T, V) and attention (N, T, P)."""
-        annotations = self.encoder(images)  # (B, P, D)
+        annotations = inputs if inputs.dim() == 3 else self.encoder(inputs)  # (B, P, D)
         return self.decoder(annotations, captions, lengths, image_of_caption)

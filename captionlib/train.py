@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import collate_grouped
+from .distributed import Topology, barrier, global_sum, init_distributed
 from .evaluate import evaluate, split_dataset
+from .features import feature_cache
 from .loss import caption_loss
 from .model import CaptionModel
 from .sources import Split, load_splits
@@ -40,24 +44,37 @@ def build_optimizer(model: CaptionModel, cfg: Config, steps_per_epoch: int):
     return optimizer, scheduler
 
 
-def train_epoch(model, loader, optimizer, scheduler, cfg: Config, progress: bool) -> dict[str, float]:
-    """One pass over the training images; returns mean loss terms per caption batch."""
+def train_epoch(model, loader, optimizer, scheduler, scaler, cfg: Config, topo: Topology, progress: bool) -> dict[str, float]:
+    """One pass over this process's share of the training images; returns global mean loss terms per batch.
+
+    Each process weights its mean losses by its share of the global tokens and captions, so that the
+    gradient DDP averages equals the gradient of one process holding the whole global batch.
+    """
     model.train()
-    sums = {"loss": 0.0, "cross_entropy": 0.0, "attention_penalty": 0.0}
-    batches = tqdm(loader, leave=False, disable=not progress, desc="train", unit="batch")
-    for images, captions, lengths, image_of_caption, _ in batches:
-        logits, alphas = model(images, captions, lengths, image_of_caption)  # (N, T, V), (N, T, P)
-        terms = caption_loss(logits, captions, lengths, alphas, cfg.train.attention_lambda)
+    sums = torch.zeros(3, dtype=torch.float64)  # loss, cross-entropy, attention penalty
+    amp = scaler.is_enabled()
+    batches = tqdm(loader, leave=False, disable=not (progress and topo.is_main), desc="train", unit="batch")
+    for inputs, captions, lengths, image_of_caption, _ in batches:
+        inputs, captions, lengths, image_of_caption = (t.to(topo.device) for t in (inputs, captions, lengths, image_of_caption))
+        with torch.autocast(topo.device.type, dtype=torch.float16) if amp else contextlib.nullcontext():
+            logits, alphas = model(inputs, captions, lengths, image_of_caption)  # (N, T, V), (N, T, P)
+        terms = caption_loss(logits.float(), captions, lengths, alphas.float(), cfg.train.attention_lambda)
+        counts = torch.tensor([float((lengths - 1).sum()), float(len(lengths))], dtype=torch.float64)  # tokens, captions
+        share = (counts / global_sum(counts)).to(topo.device, torch.float32)  # (2,) this process's share
+        cross_entropy, penalty = terms.cross_entropy * share[0], terms.attention_penalty * share[1]
+        loss = cross_entropy + cfg.train.attention_lambda * penalty  # this process's part of the global mean
         optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        scaler.scale(loss * topo.world_size).backward()  # DDP divides the summed gradients by world_size
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
-        sums["loss"] += terms.total.item()
-        sums["cross_entropy"] += terms.cross_entropy.item()
-        sums["attention_penalty"] += terms.attention_penalty.item()
-        batches.set_postfix(loss=f"{terms.total.item():.3f}")
-    return {k: v / max(len(loader), 1) for k, v in sums.items()}
+        step = global_sum(torch.stack([loss, cross_entropy, penalty]).detach().double().cpu())  # (3,) global means
+        sums += step
+        batches.set_postfix(loss=f"{step[0].item():.3f}")
+    means = (sums / max(len(loader), 1)).tolist()
+    return dict(zip(("loss", "cross_entropy", "attention_penalty"), means))
 
 
 def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, scheduler) -> tuple[int, float, list]:
@@ -73,7 +90,6 @@ def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, schedul
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
     return state["epoch"] + 1, state["best_bleu4"], state["history"]
 
 
@@ -88,17 +104,40 @@ def train(
 
     out_dir/last.pt is rewritten after every epoch with all training state, so re-running the same
     command after an interruption continues from the last finished epoch and ends with the same
-    weights as an uninterrupted run. out_dir/best.pt holds the model with the best validation BLEU-4.
+    weights as an uninterrupted run. No RNG state needs saving: each epoch seeds its data order and
+    dropout from (seed, epoch, rank). out_dir/best.pt holds the model with the best validation BLEU-4.
+    Under torchrun every process trains its share of each batch (DistributedDataParallel, gloo on CPU,
+    nccl on GPU) and rank 0 alone logs and writes checkpoints.
     """
     out = Path(out_dir)
+    topo = init_distributed(cfg.train.device)
+    if not topo.is_main:
+        log = lambda _: None  # noqa: E731  rank 0 alone logs and writes checkpoints
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
     splits = splits or load_splits(cfg)
     vocab = Vocabulary.build((c for caps in splits["train"].captions for c in caps), cfg.train.vocab_threshold)
-    model = CaptionModel(cfg.model, len(vocab))
+    model = CaptionModel(cfg.model, len(vocab)).to(topo.device)
     train_set = split_dataset(splits["train"], vocab, cfg.model.image_size)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_images)
-    optimizer, scheduler = build_optimizer(model, cfg, steps_per_epoch)
+    if cfg.train.feature_cache and model.encoder.frozen:
+        from .pretrained import cache_dir
+
+        def cached():
+            return feature_cache(model.encoder, train_set, cache_dir() / "features", cfg.model.image_size, cfg.model.grid_size)
+
+        if topo.is_main:
+            cached()  # rank 0 builds the cache (or finds it) while the others wait
+        barrier()
+        train_set = cached()
+    per_process = cfg.train.batch_images // topo.world_size
+    if per_process * topo.world_size != cfg.train.batch_images:
+        raise ValueError(f"train.batch_images={cfg.train.batch_images} does not split evenly over {topo.world_size} processes")
+    # One sampler for 1 or many processes: the same seeded permutation, rank r taking every world_size-th image,
+    # so the union of the processes' batches at step k is exactly the single-process batch k.
+    sampler = DistributedSampler(train_set, topo.world_size, topo.rank, shuffle=True, seed=cfg.train.seed)
+    loader = DataLoader(train_set, per_process, sampler=sampler, collate_fn=collate_grouped, num_workers=cfg.train.num_workers)
+    optimizer, scheduler = build_optimizer(model, cfg, len(loader))
+    scaler = torch.amp.GradScaler(topo.device.type, enabled=cfg.train.amp and topo.device.type == "cuda")
     start, best, history = _resume(out, cfg, vocab, model, optimizer, scheduler)
     if start >= cfg.train.epochs:
         log(f"{out / LAST}: already trained for {cfg.train.epochs} epochs; best validation BLEU-4 {best:.4f}")
@@ -106,30 +145,35 @@ def train(
     if start:
         log(f"resuming from {out / LAST} at epoch {start + 1}/{cfg.train.epochs}")
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{len(train_set)} training images, vocabulary {len(vocab)}, {n_params / 1e6:.2f}M trainable parameters")
+    log(
+        f"{len(train_set)} training images, vocabulary {len(vocab)}, {n_params / 1e6:.2f}M trainable parameters, "
+        f"{topo.world_size} process(es) on {topo.device.type}"
+    )
+    trained = DistributedDataParallel(model) if topo.world_size > 1 else model
     for epoch in range(start, cfg.train.epochs):
         began = time.perf_counter()
-        order = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)  # the epoch alone fixes the order
-        loader = DataLoader(train_set, cfg.train.batch_images, shuffle=True, generator=order, collate_fn=collate_grouped)
-        losses = train_epoch(model, loader, optimizer, scheduler, cfg, progress)
+        sampler.set_epoch(epoch)  # the epoch alone fixes the order, so a resumed run sees the same batches
+        torch.manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + topo.rank)  # and the dropout masks, per process
+        losses = train_epoch(trained, loader, optimizer, scheduler, scaler, cfg, topo, progress)
         val = evaluate(model, vocab, splits["val"], cfg.train.val_beam_size, cfg.train.max_caption_len)
         record = {"epoch": epoch + 1, **losses, **{f"val_{k}": v for k, v in val.items()}, "seconds": time.perf_counter() - began}
         history.append(record)
-        payload = {"config": cfg.to_dict(), "vocab": vocab.itos, "model": model.state_dict(), "history": history}
-        if val["bleu4"] > best:
-            best = val["bleu4"]
-            save_checkpoint({**payload, "epoch": epoch, "best_bleu4": best}, out / BEST)
-        save_checkpoint(
-            {
-                **payload,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state()},
-                "epoch": epoch,
-                "best_bleu4": best,
-            },
-            out / LAST,
-        )
+        if topo.is_main:
+            payload = {"config": cfg.to_dict(), "vocab": vocab.itos, "model": model.state_dict(), "history": history}
+            if val["bleu4"] > best:
+                save_checkpoint({**payload, "epoch": epoch, "best_bleu4": val["bleu4"]}, out / BEST)
+            save_checkpoint(
+                {
+                    **payload,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "best_bleu4": max(best, val["bleu4"]),
+                },
+                out / LAST,
+            )
+        best = max(best, val["bleu4"])
+        barrier()  # no process starts the next epoch before rank 0 has written this one
         log(
             f"epoch {epoch + 1}/{cfg.train.epochs}  loss {losses['loss']:.3f} (xent {losses['cross_entropy']:.3f}, "
             f"att {losses['attention_penalty']:.2f})  val BLEU-4 {val['bleu4']:.4f}  {record['seconds']:.0f}s"

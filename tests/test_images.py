@@ -148,6 +148,15 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     assert (rgb == 255).mean() < 0.01 and rgb.mean() == pytest.approx(127.5, abs=1)
 
 
+def test_float_image_in_unit_range_is_scaled_not_black(tmp_path):
+    ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[None].repeat(4, axis=0)  # (4, 256) in [0, 1]
+    path = tmp_path / "float.tif"
+    Image.fromarray(ramp, mode="F").save(path)
+    assert Image.open(path).mode == "F"  # the case Pillow's own convert("RGB") turns almost black
+    rgb = np.asarray(open_image(path)).astype(float)  # (4, 256, 3)
+    assert np.abs(rgb[..., 1] - ramp * 255).max() <= 1
+
+
 def test_one_pixel_image(tmp_path):
     path = tmp_path / "dot.png"
     Image.new("RGB", (1, 1), GREEN).save(path)

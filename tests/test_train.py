@@ -34,7 +34,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 
 def test_checkpoint_holds_everything_and_loads_with_weights_only(tiny_checkpoint):
     last = load_checkpoint(tiny_checkpoint.parent / LAST)
-    assert {"config", "vocab", "model", "optimizer", "scheduler", "rng", "epoch", "best_bleu4", "history"} <= last.keys()
+    assert {"config", "vocab", "model", "optimizer", "scheduler", "epoch", "best_bleu4", "history"} <= last.keys()
     assert last["epoch"] == 1 and len(last["history"]) == 2
     assert all("val_bleu4" in h and "cross_entropy" in h and "attention_penalty" in h for h in last["history"])
     model, vocab, cfg = load_model(tiny_checkpoint)
