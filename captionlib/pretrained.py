@@ -13,7 +13,6 @@ from .checkpoint import load_checkpoint
 from .config import Config
 from .train import BEST, LAST, train
 
-
 MODEL_SOURCES = ("config.py", "vocab.py", "shapes.py", "data.py", "encoder.py", "attention.py", "decoder.py", "model.py", "loss.py", "train.py")
 
 
