@@ -33,12 +33,14 @@ def greedy_decode(decoder: Decoder, annotations: torch.Tensor, max_len: int) -> 
     projected = decoder.attention.project(annotations)  # (B, P, A)
     state = decoder.init_state(annotations)  # (B, n) x 2
     words = torch.full((B,), Vocabulary.start_id, dtype=torch.long, device=annotations.device)  # (B,)
+    ended = torch.zeros(B, dtype=torch.bool, device=annotations.device)  # (B,) has produced <end>
     chosen, maps, logps = [], [], []
     for _ in range(max_len):
         logits, state, alpha = decoder.step(words, state, annotations, projected)  # (B, V), _, (B, P)
         logp, words = F.log_softmax(logits, dim=1).max(dim=1)  # (B,), (B,)
         chosen.append(words), maps.append(alpha), logps.append(logp)
-        if bool((torch.stack(chosen) == Vocabulary.end_id).any(dim=0).all()):
+        ended |= words == Vocabulary.end_id
+        if bool(ended.all()):
             break  # every image has produced <end>
     chosen_t, maps_t, logps_t = torch.stack(chosen, 1), torch.stack(maps, 1), torch.stack(logps, 1)  # (B, T) (B, T, P) (B, T)
     captions = []
