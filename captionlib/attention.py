@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+# Elements of the (images, k, P, A) sum inside tanh computed at once: 4M floats = 16 MB. Beam search over
+# many images would otherwise make it hundreds of MB per step; a few images at a time stay in cache.
+SCORE_CHUNK_ELEMENTS = 1 << 22
+
 
 class SoftAttention(nn.Module):
     """e_ti = w^T tanh(W_a a_i + W_h h_{t-1}),  α_t = softmax(e_t),  z_t = Σ_i α_ti a_i."""
@@ -19,17 +23,29 @@ class SoftAttention(nn.Module):
         """W_a a_i for every cell: (B, P, D) -> (B, P, A). Independent of t, so computed once per image."""
         return self.W_a(annotations)  # (B, P, A)
 
+    def score(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """e for k queries per image: projected (B, P, A) = W_a a and query (B, k, A) = W_h h -> (B, k, P)."""
+        return self.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, k, P)  eq. 4
+
     def forward(
         self,
         annotations: torch.Tensor,  # (B, P, D)
         projected: torch.Tensor,  # (B, P, A), from project()
-        h: torch.Tensor,  # (B, n), h_{t-1}
+        h: torch.Tensor,  # (B*k, n), h_{t-1}; rows b*k .. b*k+k-1 belong to image b
         mask: torch.Tensor | None = None,  # (B, P) bool, False = cell to ignore (padding)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the context z_t (B, D) and the weights α_t (B, P)."""
-        e = self.w(torch.tanh(projected + self.W_h(h).unsqueeze(1))).squeeze(2)  # (B, P)  eq. 4
+        """Returns the context z_t (B*k, D) and the weights α_t (B*k, P).
+
+        Training and greedy decoding have one hidden state per image (k = 1). Beam search has k, one per
+        hypothesis, and they all attend over the same image: its annotations are used as they are, not
+        copied k times.
+        """
+        B, P, A = projected.shape
+        query = self.W_h(h).view(B, -1, A)  # (B, k, A)
+        images = max(1, SCORE_CHUNK_ELEMENTS // (query.size(1) * P * A))  # per chunk, see SCORE_CHUNK_ELEMENTS
+        e = torch.cat([self.score(projected[i : i + images], query[i : i + images]) for i in range(0, B, images)])  # (B, k, P)
         if mask is not None:
-            e = e.masked_fill(~mask, float("-inf"))  # masked cells get α = 0
-        alpha = torch.softmax(e, dim=1)  # (B, P)  eq. 5
-        z = torch.bmm(alpha.unsqueeze(1), annotations).squeeze(1)  # (B, D)  eqs. 6 and 13
-        return z, alpha
+            e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))  # masked cells get α = 0
+        alpha = torch.softmax(e, dim=2)  # (B, k, P)  eq. 5
+        z = torch.bmm(alpha, annotations)  # (B, k, D)  eqs. 6 and 13
+        return z.flatten(0, 1), alpha.flatten(0, 1)  # (B*k, D), (B*k, P)

@@ -37,20 +37,20 @@ class Decoder(nn.Module):
 
     def step(
         self,
-        prev_words: torch.Tensor,  # (B,) ids of y_{t-1}
-        state: State,  # h_{t-1}, c_{t-1}
+        prev_words: torch.Tensor,  # (R,) ids of y_{t-1}, R = B*k rows: k per image, image by image
+        state: State,  # h_{t-1}, c_{t-1}, (R, n) each
         annotations: torch.Tensor,  # (B, P, D)
         projected: torch.Tensor,  # (B, P, A) = W_a a, computed once per image
     ) -> tuple[torch.Tensor, State, torch.Tensor]:
-        """One time step -> logits (B, V), the new state, α_t (B, P)."""
+        """One time step -> logits (R, V), the new state, α_t (R, P). k = 1 except in beam search (k beams)."""
         h, c = state
-        emb = self.embedding(prev_words)  # (B, m)  E y_{t-1}
-        z, alpha = self.attention(annotations, projected, h)  # (B, D), (B, P)
-        beta = torch.sigmoid(self.f_beta(h))  # (B, D)  β_t = σ(f_β(h_{t-1}))
-        z = beta * z  # (B, D)  ẑ_t = β_t Σ_i α_ti a_i
-        h, c = self.lstm(torch.cat([emb, z], dim=1), (h, c))  # (B, n) each, eqs. 1-3
-        deep = torch.tanh(emb + self.L_h(h) + self.L_z(z))  # (B, m)  eq. 7 (tanh as in the authors' code)
-        logits = self.L_o(self.dropout(deep))  # (B, V)
+        emb = self.embedding(prev_words)  # (R, m)  E y_{t-1}
+        z, alpha = self.attention(annotations, projected, h)  # (R, D), (R, P)
+        beta = torch.sigmoid(self.f_beta(h))  # (R, D)  β_t = σ(f_β(h_{t-1}))
+        z = beta * z  # (R, D)  ẑ_t = β_t Σ_i α_ti a_i
+        h, c = self.lstm(torch.cat([emb, z], dim=1), (h, c))  # (R, n) each, eqs. 1-3
+        deep = torch.tanh(emb + self.L_h(h) + self.L_z(z))  # (R, m)  eq. 7 (tanh as in the authors' code)
+        logits = self.L_o(self.dropout(deep))  # (R, V)
         return logits, (h, c), alpha
 
     def forward(

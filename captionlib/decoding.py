@@ -68,8 +68,7 @@ def beam_search(
     k, V, device = beam_size, decoder.vocab_size, annotations.device
     projected = decoder.attention.project(annotations)  # (B, P, A)  once per image
     h, c = decoder.init_state(annotations)  # (B, n) each
-    # Row b*k + j of every tensor below is beam j of image b.
-    annotations, projected = annotations.repeat_interleave(k, 0), projected.repeat_interleave(k, 0)  # (Bk, P, D), (Bk, P, A)
+    # Row b*k + j of every tensor below is beam j of image b; the k beams share their image's annotations.
     state = (h.repeat_interleave(k, 0), c.repeat_interleave(k, 0))  # (Bk, n) each
     words = torch.full((B * k,), Vocabulary.start_id, dtype=torch.long, device=device)  # (Bk,)
     scores = torch.full((B, k), float("-inf"), device=device)  # (B, k)
@@ -132,9 +131,7 @@ def beam_search_one_image(
     for t in range(max_len):
         n_live = len(beams)
         words = torch.tensor([b[1][-1] if b[1] else Vocabulary.start_id for b in beams])  # (n_live,)
-        logits, state, alpha = decoder.step(
-            words, state, annotations.expand(n_live, -1, -1), projected.expand(n_live, -1, -1)
-        )  # (n_live, V), _, (n_live, P)
+        logits, state, alpha = decoder.step(words, state, annotations, projected)  # (n_live, V), _, (n_live, P)
         logp = F.log_softmax(logits, dim=1)  # (n_live, V)
         candidates = torch.tensor([b[0] for b in beams]).unsqueeze(1) + logp  # (n_live, V)
         if n_live < k:  # pad to k rows with -inf so the candidate indices match the batched version
