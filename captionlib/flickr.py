@@ -1,4 +1,4 @@
-"""Flickr8k and Flickr30k caption files: Kaggle's captions.txt and the original NAME#N<TAB>caption token files.
+"""Flickr8k and Flickr30k caption files: Kaggle's captions.txt and results.csv, and the original NAME#N<TAB>caption token files.
 
 Splits come from the official Flickr8k lists (Flickr_8k.{train,dev,test}Images.txt) when they sit beside the
 caption file, in the data folder or in Flickr8k_text/. Otherwise (Kaggle's download, Flickr30k) the split is
@@ -15,7 +15,9 @@ from pathlib import Path
 
 from .sources import MALFORMED, TEXT_DIRS, BadRow, CaptionRow, LoadReport, Split, assemble, check_rows, find_image_root, image_key
 
-IMAGE_DIRS = ("Images", "Flicker8k_Dataset", "flickr30k-images")  # Kaggle, the original Flickr8k zip (sic), Flickr30k
+# Kaggle, the original Flickr8k zip (sic), Flickr30k's original tarball, Flickr30k on Kaggle (results.csv beside it)
+IMAGE_DIRS = ("Images", "Flicker8k_Dataset", "flickr30k-images", "flickr30k_images")
+RESULTS_CSV_HEADER = ["image_name", "comment_number", "comment"]
 SPLIT_LISTS = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
 SPLIT_SEED = 0
 HELD_OUT = 1000  # val and test images of a seeded split: the size of the official Flickr8k lists
@@ -55,6 +57,26 @@ def token_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
                 yield CaptionRow(where, folder, name.strip(), caption)
 
 
+def results_csv_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
+    """Flickr30k's Kaggle results.csv: the header 'image_name| comment_number| comment', then 'NAME| N| caption' lines."""
+    with open(path, encoding="utf-8-sig") as f:
+        header = f.readline()
+        if [field.strip() for field in header.split("|")] != RESULTS_CSV_HEADER:
+            raise ValueError(f"{path}:1: expected the header 'image_name| comment_number| comment', got {header.strip()!r}")
+        for number, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            fields = line.rstrip("\r\n").split("|", 2)  # a caption may itself hold a '|'
+            if len(fields) != 3 or not fields[0].strip() or not fields[1].strip().isdigit():
+                yield BadRow(where, MALFORMED, f"expected NAME| N| CAPTION, got {line.strip()!r}")
+                continue
+            yield CaptionRow(where, folder, fields[0].strip(), fields[2])
+
+
+ROW_READERS = {"kaggle": kaggle_rows, "token": token_rows, "results_csv": results_csv_rows}
+
+
 def find_split_lists(dirs: Iterable[Path]) -> dict[str, Path] | None:
     """The official split lists from the first folder that has them, or None; a partial set is an error."""
     for folder in dict.fromkeys(dirs):  # unique, in order
@@ -85,9 +107,10 @@ def seeded_members(keys: Iterable[str], seed: int = SPLIT_SEED, held_out: int = 
 
 
 def read_flickr(caption_file: Path, format: str, report: LoadReport) -> dict[str, Split]:
-    """Captions from captions.txt ('kaggle') or a token file ('token'), images from the folder beside it, then the splits."""
+    """Captions from captions.txt ('kaggle'), results.csv ('results_csv') or a token file ('token'), images from the
+    folder beside it, then the splits."""
     root, folder = find_image_root(caption_file, IMAGE_DIRS)
-    rows = kaggle_rows(caption_file, folder) if format == "kaggle" else token_rows(caption_file, folder)
+    rows = ROW_READERS[format](caption_file, folder)
     table = check_rows(rows, root, report)
     lists = find_split_lists([caption_file.parent, *(root / d for d in TEXT_DIRS)])
     if lists:
@@ -101,7 +124,7 @@ def read_flickr(caption_file: Path, format: str, report: LoadReport) -> dict[str
 
 
 def load_flickr(root: str | Path, strict: bool = False) -> dict[str, Split]:
-    """Splits of a Flickr8k/Flickr30k folder (Kaggle layout or token file), with the report on stderr."""
+    """Splits of a Flickr8k/Flickr30k folder (a Kaggle layout or a token file), with the report on stderr."""
     from .sources import load_dataset
 
     return load_dataset(root, strict=strict)

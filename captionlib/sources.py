@@ -27,7 +27,13 @@ MALFORMED, UNSAFE_PATH, MISSING_IMAGE = "malformed", "unsafe path", "missing ima
 BLANK_CAPTION, DUPLICATE_CAPTION, DUPLICATE_IMAGE, NO_CAPTIONS = "blank caption", "duplicate caption", "duplicate image", "no captions"
 
 # Caption files a data folder may hold (glob pattern -> format), looked for in the folder and in Flickr8k_text/.
-CAPTION_FILES = {"captions.txt": "kaggle", "Flickr8k.token.txt": "token", "results_20130124.token": "token", "dataset_*.json": "karpathy"}
+CAPTION_FILES = {
+    "captions.txt": "kaggle",
+    "results.csv": "results_csv",
+    "Flickr8k.token.txt": "token",
+    "results_20130124.token": "token",
+    "dataset_*.json": "karpathy",
+}
 TEXT_DIRS = (".", "Flickr8k_text")
 
 
@@ -227,15 +233,19 @@ def find_caption_file(path: Path, format: str | None = None) -> tuple[Path, str]
 
 
 def sniff_format(path: Path) -> str:
-    """'karpathy' for JSON, 'token' when the first line has a tab, else 'kaggle' (whose header is then checked)."""
+    """'karpathy' for JSON, 'token' when the first line has a tab, 'results_csv' when it has a '|', else 'kaggle'.
+
+    The chosen reader then checks the header, if its format has one.
+    """
     if path.suffix == ".json":
         return "karpathy"
     with open(path, encoding="utf-8-sig") as f:
-        return "token" if "\t" in f.readline() else "kaggle"
+        first = f.readline()
+    return "token" if "\t" in first else "results_csv" if "|" in first else "kaggle"
 
 
 def read_dataset(path: str | Path, format: str | None = None, strict: bool = False, restval_to_train: bool = True) -> tuple[dict[str, Split], LoadReport]:
-    """Splits and the report of a data folder or caption file; format ('kaggle', 'token', 'karpathy') is detected if None."""
+    """Splits and the report of a data folder or caption file; the format (see CAPTION_FILES) is detected if None."""
     from .flickr import read_flickr
     from .karpathy import read_karpathy
 
@@ -243,9 +253,9 @@ def read_dataset(path: str | Path, format: str | None = None, strict: bool = Fal
     report = LoadReport(caption_file, format, strict)
     if format == "karpathy":
         return read_karpathy(caption_file, report, restval_to_train), report
-    if format in ("kaggle", "token"):
+    if format in ("kaggle", "results_csv", "token"):
         return read_flickr(caption_file, format, report), report
-    raise ValueError(f"{path}: unknown data format {format!r}; expected 'kaggle', 'token' or 'karpathy'")
+    raise ValueError(f"{path}: unknown data format {format!r}; expected one of {', '.join(dict.fromkeys(CAPTION_FILES.values()))}")
 
 
 def load_dataset(path: str | Path, format: str | None = None, strict: bool = False, restval_to_train: bool = True) -> dict[str, Split]:

@@ -82,6 +82,20 @@ def write_token(root: Path, n: int = 10, flickr30k: bool = False) -> dict[str, l
     return captions
 
 
+def write_flickr30k_csv(root: Path, n: int = 10) -> dict[str, list[str]]:
+    """Flickr30k as Kaggle ships it: flickr30k_images/results.csv ('image_name| comment_number| comment', pipes
+    padded with spaces) beside the image folder flickr30k_images/flickr30k_images/."""
+    names = [f"{1000092795 + 31 * i}.jpg" for i in range(n)]
+    folder = root / "flickr30k_images"
+    for i, name in enumerate(names):
+        write_image(folder / "flickr30k_images" / name, i)
+    captions = captions_for(names)
+    lines = ["image_name| comment_number| comment"]
+    lines += [f"{name}| {k}| {c}" for name, caps in captions.items() for k, c in enumerate(caps)]
+    (folder / "results.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return captions
+
+
 def karpathy_entries(names: list[str], splits: list[str], filepaths: list[str] | None = None) -> list[dict]:
     """Entries shaped like Karpathy's: filename, split, sentences with raw and tokens (and COCO's filepath)."""
     captions = captions_for(names)

@@ -15,6 +15,7 @@ from fixtures import (
     captions_for,
     flickr_name,
     karpathy_entries,
+    write_flickr30k_csv,
     write_image,
     write_kaggle,
     write_karpathy,
@@ -121,6 +122,15 @@ def test_flickr30k_token_file(tmp_path):
     check_records(splits, captions)
 
 
+def test_flickr30k_kaggle_results_csv(tmp_path):
+    captions = write_flickr30k_csv(tmp_path, n=16)
+    splits, report = read_dataset(tmp_path / "flickr30k_images")
+    assert report.format == "results_csv" and report.source.name == "results.csv" and report.skipped == []
+    assert {name: len(split) for name, split in splits.items()} == {"train": 12, "val": 2, "test": 2}  # seeded split
+    assert all(r.path.parent == tmp_path / "flickr30k_images" / "flickr30k_images" for s in splits.values() for r in s.images)
+    check_records(splits, captions)  # the pipes' padding spaces are not part of names or captions
+
+
 def test_karpathy_flickr8k_json(tmp_path):
     names = [flickr_name(i) for i in range(6)]
     path = write_karpathy(tmp_path, karpathy_entries(names, ["train", "train", "restval", "val", "test", "test"]))
@@ -192,6 +202,31 @@ TOKEN_BAD_LINES = [
     ("no #n", f"{flickr_name(2)}\tA dog jumps over a log .", "expected NAME#N"),
     ("#x", f"{flickr_name(2)}#x\tA dog jumps over a log .", "expected NAME#N"),
 ]
+
+
+RESULTS_CSV_BAD_LINES = [
+    # Kaggle's results.csv really holds this line (19999): the '|' after the comment number is missing.
+    ("no second pipe", "1000092795.jpg| 4 A dog runs across the grass .", "expected NAME| N| CAPTION"),
+    ("number not a digit", "1000092795.jpg| four| A dog runs across the grass .", "expected NAME| N| CAPTION"),
+]
+
+
+@pytest.mark.parametrize(("case", "line", "detail"), RESULTS_CSV_BAD_LINES, ids=[c[0] for c in RESULTS_CSV_BAD_LINES])
+def test_results_csv_malformed_line(tmp_path, case, line, detail):
+    captions = write_flickr30k_csv(tmp_path)
+    results = tmp_path / "flickr30k_images" / "results.csv"
+    number = append_lines(results, line)
+    bad, splits = only_bad_row(tmp_path / "flickr30k_images", MALFORMED)
+    assert bad.where == f"{results}:{number}" and detail in bad.detail
+    check_records(splits, captions)
+
+
+def test_results_csv_wrong_header(tmp_path):
+    write_flickr30k_csv(tmp_path)
+    results = tmp_path / "flickr30k_images" / "results.csv"
+    results.write_text(results.read_text().replace("comment_number", "number", 1))
+    with pytest.raises(ValueError, match=r"results\.csv:1: expected the header 'image_name\| comment_number\| comment'"):
+        read_dataset(results)
 
 
 @pytest.mark.parametrize(("case", "line", "detail"), TOKEN_BAD_LINES, ids=[c[0] for c in TOKEN_BAD_LINES])
