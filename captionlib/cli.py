@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Config
+from .config import Config, load_config, recipe_names
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -31,7 +31,7 @@ def build_config(args: argparse.Namespace) -> Config:
     """Defaults, then --config JSON, then the named options, then each --set."""
     cfg = Config()
     if args.config:
-        cfg = Config.from_dict(json.loads(Path(args.config).read_text()))
+        cfg = load_config(args.config)
     if args.data:
         cfg.data = args.data
     for field, value in (("epochs", args.epochs), ("seed", args.seed), ("attention_lambda", args.attention_lambda)):
@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train a captioner (resumes when DIR holds an unfinished run)")
     p.add_argument("--out", default="runs/shapes", help="folder for last.pt and best.pt (default: runs/shapes)")
-    p.add_argument("--config", help="JSON file with config fields (see captionlib.config)")
+    p.add_argument(
+        "--config", metavar="FILE|RECIPE", help=f"JSON file with config fields, or a shipped recipe: {', '.join(recipe_names())}"
+    )
     p.add_argument("--data", help="'shapes' (default), a data folder or its caption file (see captionlib.sources)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad caption row instead of skipping it")
     p.add_argument("--epochs", type=int)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+RECIPES = Path(__file__).parent / "recipes"  # named configs shipped with the package, e.g. flickr8k_kaggle
 
 
 @dataclass
@@ -91,3 +95,25 @@ def _build(klass, values: dict, section: str):
     if unknown:
         raise ValueError(f"config: unknown field {section}.{sorted(unknown)[0]}")
     return klass(**values)
+
+
+def recipe_names() -> list[str]:
+    """Names of the configs shipped in captionlib/recipes."""
+    return sorted(p.stem for p in RECIPES.glob("*.json"))
+
+
+def load_config(name_or_path: str) -> Config:
+    """A JSON config file, or the name of a shipped recipe ('flickr8k_kaggle'); fields not given keep their defaults."""
+    path = Path(name_or_path)
+    if not path.is_file() and name_or_path in recipe_names():
+        path = RECIPES / f"{name_or_path}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{name_or_path}: no such config file or recipe (recipes: {', '.join(recipe_names())})")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    try:
+        return Config.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
