@@ -117,6 +117,10 @@ def train(
     splits = splits or load_splits(cfg)
     vocab = Vocabulary.build((c for caps in splits["train"].captions for c in caps), cfg.train.vocab_threshold)
     model = CaptionModel(cfg.model, len(vocab)).to(topo.device)
+    if topo.world_size > 1 and topo.device.type == "cuda":
+        # BatchNorm layers that learn (the shapes CNN, fine-tuned blocks) then normalise over the global batch, as
+        # one process would. SyncBatchNorm needs CUDA: under gloo on the CPU each process keeps its own statistics.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_set = split_dataset(splits["train"], vocab, cfg.model.image_size)
     if cfg.train.feature_cache and model.encoder.frozen:
         from .pretrained import cache_dir
