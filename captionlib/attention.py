@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# Elements of the (images, k, P, A) sum inside tanh computed at once: 4M floats = 16 MB. Beam search over
-# many images would otherwise make it hundreds of MB per step; a few images at a time stay in cache.
+# Elements of the (images, k, P, A) sum inside tanh computed at once on a CPU: 4M floats = 16 MB. Beam search
+# over many images would otherwise allocate hundreds of MB per step; a few images at a time stay in cache.
+# A GPU takes the whole batch in one pass.
 SCORE_CHUNK_ELEMENTS = 1 << 22
 
 
@@ -42,8 +43,8 @@ class SoftAttention(nn.Module):
         """
         B, P, A = projected.shape
         query = self.W_h(h).view(B, -1, A)  # (B, k, A)
-        images = max(1, SCORE_CHUNK_ELEMENTS // (query.size(1) * P * A))  # per chunk, see SCORE_CHUNK_ELEMENTS
-        e = torch.cat([self.score(projected[i : i + images], query[i : i + images]) for i in range(0, B, images)])  # (B, k, P)
+        step = B if h.device.type != "cpu" else max(1, SCORE_CHUNK_ELEMENTS // (query.size(1) * P * A))  # images per pass
+        e = torch.cat([self.score(projected[i : i + step], query[i : i + step]) for i in range(0, B, step)])  # (B, k, P)
         if mask is not None:
             e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))  # masked cells get α = 0
         alpha = torch.softmax(e, dim=2)  # (B, k, P)  eq. 5
