@@ -5,6 +5,7 @@
     python benchmarks/run.py --quick         # small sizes, a smoke run of a few seconds
     python benchmarks/run.py --only beam     # one group (see BENCHMARKS at the bottom)
     python benchmarks/run.py --threads 1     # on a CPU shared with other jobs (see README.md)
+    python benchmarks/run.py --only gpu      # on a CUDA GPU: mixed precision on/off, beam search (in the default run there)
 
 Each benchmark is a small function that takes the Sizes and yields metric dicts; all of them use random
 weights and random features with a fixed seed (the encoder is not timed), so the run needs no data.
@@ -123,14 +124,28 @@ class InLoopProjectionDecoder(Decoder):
         return super().step(prev_words, state, annotations, self.attention.project(annotations))
 
 
-def train_step(decoder: Decoder, optimizer: torch.optim.Optimizer, annotations, captions, lengths) -> None:
-    """One teacher-forced step as the trainer takes it: forward, eq. 14 loss, backward, clipping, Adam."""
-    logits, alphas = decoder(annotations, captions, lengths)  # (N, T, V), (N, T, P)
-    loss = caption_loss(logits, captions, lengths, alphas, attention_lambda=1.0).total
+def train_step(
+    decoder: Decoder, optimizer: torch.optim.Optimizer, annotations, captions, lengths, scaler: torch.amp.GradScaler | None = None
+) -> None:
+    """One teacher-forced step as the trainer takes it: forward, eq. 14 loss, backward, clipping, Adam.
+
+    With a scaler (GPU), the forward runs under float16 autocast and the loss is scaled, as train.train_epoch does.
+    """
+    amp = scaler is not None and scaler.is_enabled()
+    with torch.autocast(annotations.device.type, dtype=torch.float16, enabled=amp):
+        logits, alphas = decoder(annotations, captions, lengths)  # (N, T, V), (N, T, P)
+    loss = caption_loss(logits.float(), captions, lengths, alphas.float(), attention_lambda=1.0).total
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def bench_train(sizes: Sizes) -> Iterator[Metric]:
@@ -210,6 +225,45 @@ def bench_beam(sizes: Sizes) -> Iterator[Metric]:
     )
 
 
+def bench_gpu(sizes: Sizes) -> Iterator[Metric]:
+    """On a CUDA GPU: training throughput with and without float16 mixed precision, and batched vs looped beam search."""
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    annotations = random_annotations(sizes, sizes.batch).to(device)  # (N, P, D)
+    captions, lengths = (t.to(device) for t in random_captions(sizes))  # (N, L), (N,)
+    decoders = {amp: random_decoder(sizes).to(device).train() for amp in (False, True)}
+    optimizers = {amp: torch.optim.Adam(d.parameters(), lr=4e-4) for amp, d in decoders.items()}
+    scalers = {amp: torch.amp.GradScaler("cuda", enabled=amp) for amp in (False, True)}
+
+    def synchronised(run: Callable[[], object]) -> Callable[[], object]:
+        """GPU work is asynchronous: wait for it so that the wall time is the work's."""
+        return lambda: (run(), torch.cuda.synchronize(device))[0]
+
+    seconds, _ = median_seconds(
+        {
+            amp: synchronised(partial(train_step, decoders[amp], optimizers[amp], annotations, captions, lengths, scalers[amp]))
+            for amp in (False, True)
+        },
+        max(sizes.reps, 5),
+    )
+    yield metric("gpu_train_captions_per_s_fp32", sizes.batch / seconds[False], "captions/s", f"{name}, batch {sizes.batch}")
+    yield metric("gpu_train_captions_per_s_amp", sizes.batch / seconds[True], "captions/s", f"{name}, float16 autocast + GradScaler")
+    yield metric("gpu_amp_speedup", seconds[False] / seconds[True], "x", name)
+
+    decoder = random_decoder(sizes).to(device).eval()
+    images = random_annotations(sizes, sizes.beam_images).to(device)  # (B, P, D)
+    batched, _ = median_seconds({"batched": synchronised(partial(beam_search, decoder, images, 5, sizes.max_len))}, sizes.reps)
+    beam_search_one_image(decoder, images[0], 5, sizes.max_len)  # warm-up
+    began = time.perf_counter()
+    for image in images:  # (P, D)
+        beam_search_one_image(decoder, image, 5, sizes.max_len)
+    torch.cuda.synchronize(device)
+    looped = (time.perf_counter() - began) / sizes.beam_images
+    per_image = batched["batched"] / sizes.beam_images
+    yield metric("gpu_beam_images_per_s_k5", 1.0 / per_image, "images/s", f"{name}, {sizes.beam_images} images in one search")
+    yield metric("gpu_beam_speedup_k5", looped / per_image, "x", f"vs beam_search_one_image in a loop: {1.0 / looped:.2f} images/s")
+
+
 def epoch_seconds(model: CaptionModel, dataset, batch_images: int, optimizer: torch.optim.Optimizer) -> float:
     """Wall time of one pass: annotations from the inputs (encoder or cache), then a decoder training step."""
     loader = DataLoader(dataset, batch_size=batch_images, collate_fn=collate_grouped)
@@ -255,7 +309,12 @@ def bench_feature_cache(sizes: Sizes) -> Iterator[Metric]:
     yield metric("feature_cache_epoch_speedup", round(without / with_cache, 2), "x", "every epoch after the first")
 
 
-BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {"train": bench_train, "beam": bench_beam, "cache": bench_feature_cache}
+BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
+    "train": bench_train,
+    "beam": bench_beam,
+    "cache": bench_feature_cache,
+    "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
+}
 
 
 def peak_rss_mb() -> Metric:
@@ -274,7 +333,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else Sizes()
-    names = [args.only] if args.only else list(BENCHMARKS)
+    names = [args.only] if args.only else [n for n in BENCHMARKS if n != "gpu" or torch.cuda.is_available()]
+    if "gpu" in names and not torch.cuda.is_available():
+        sys.exit("benchmarks/run.py: --only gpu needs a CUDA GPU, and torch sees none")
 
     def show(row: Metric) -> None:
         """A JSON line, or a Markdown table row (the table in benchmarks/README.md is this output)."""
