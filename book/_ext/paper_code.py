@@ -1,9 +1,9 @@
 """Paper-to-code references whose line numbers are found at build time from marker text in the source."""
 
 # A marker is any text that occurs on exactly one line of the file, usually the equation comment
-# (`# (B, P)  eq. 4`). Nothing is typed by hand: a marker that is missing or ambiguous stops the build.
+# (`# (B, k, P)  eq. 4`). Nothing is typed by hand: a marker that is missing or ambiguous stops the build.
 #
-#   {code-line}`captionlib/attention.py::eq. 4`   ->  attention.py:30 (a link) in SoftAttention.forward
+#   {code-line}`captionlib/attention.py::eq. 4`   ->  attention.py:29 (a link) in SoftAttention.score
 #
 #   ```{code-at} captionlib/decoder.py
 #   :pyobject: Decoder.step
