@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup model book test unit notebooks lint clean chromium site-test
+.PHONY: setup model book test unit notebooks lint clean chromium site-test lab-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ book: model $(NOTEBOOK_CACHE_STAMP)
 	$(VENV)/bin/jupyter-book build .
 
 unit: setup
-	$(PY) -m pytest -q tests --ignore=tests/test_site.py
+	$(PY) -m pytest -q tests --ignore=tests/test_site.py --ignore=tests/test_lab.py
 
 # Every chapter in a fresh kernel; --nbval-lax runs all cells and relies on the notebooks' own asserts.
 notebooks: model
@@ -50,10 +50,14 @@ chromium:
 site-test: book chromium
 	CAPTIONLIB_SITE=_build/html $(PY) -m pytest -q tests/test_site.py
 
+# Chapter 09 in JupyterLab, as readers of `jupyter lab notebooks/` meet it: live widgets and a CaptionBot upload.
+lab-test: model chromium
+	$(PY) -m pytest -q tests/test_lab.py
+
 lint: setup
 	$(VENV)/bin/ruff check captionlib tests benchmarks
 
-test: lint unit notebooks site-test
+test: lint unit notebooks site-test lab-test
 
 clean:
 	rm -rf $(VENV) _build .cache node_modules

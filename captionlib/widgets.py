@@ -128,6 +128,9 @@ class CaptionBot(widgets.VBox):
         self.upload.observe(self._on_upload, "value")
         self.beam.observe(lambda _: self.refresh(), "value")
         super().__init__([widgets.HTML(NEEDS_KERNEL), widgets.HBox([self.upload, self.beam]), self.status, self.result])
+        self.add_class("captionlib-caption-bot")
+        self.status.add_class("captionlib-caption-bot-status")
+        self.beam.add_class("captionlib-beam-slider")
 
     def _on_upload(self, change: dict) -> None:
         if change["new"]:  # a tuple of dicts with name, type, size and content (a memoryview)

@@ -25,3 +25,17 @@ def tiny_checkpoint(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny-run")
     return train(tiny_config(), out, progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium driven by playwright, for tests/test_site.py and tests/test_lab.py."""
+    from browser_helpers import CHROMIUM, LAUNCH_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`; `make test` does it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()

@@ -16,33 +16,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from browser_helpers import exercise_explorer
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's chromium: `apt-get install -y chromium` (make test does it)
 EXPLORER_PAGE = "notebooks/09_attention_explorer.html"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # A page error of jupyter-book 1.0.4 itself on every page: sphinx-thebe's config script is included twice.
 KNOWN_PAGE_ERRORS = {"Identifier 'THEBE_JS_URL' has already been declared"}
-
-# Hash of the bytes behind an <img src> (blob: URLs change on every render, so compare contents).
-IMAGE_DIGEST_JS = """async (img) => {
-  const bytes = await (await fetch(img.src)).arrayBuffer();
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}"""
-
-# True once the heatmap on show is no longer the <img> with this src.
-HEATMAP_CHANGED_JS = """src => Array.from(document.querySelectorAll(".captionlib-explorer .captionlib-heatmaps img"))
-  .some((img) => img.offsetParent !== null && img.src !== src)"""
 
 pytestmark = pytest.mark.slow
 
@@ -76,60 +56,10 @@ def server(site: Path):
     thread.join()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian chromium driven by playwright."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`; `make test` does it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
 def is_local(url: str) -> bool:
     """True for this machine's server and for data:/blob: URLs (made in the page, not fetched)."""
     parsed = urlparse(url)
     return parsed.scheme in ("data", "blob") or parsed.hostname in LOCAL_HOSTS
-
-
-def visible_heatmap(page):
-    """The heatmap <img> shown right now in the explorer's selected panel."""
-    return page.locator(".captionlib-explorer .captionlib-heatmaps img").filter(visible=True).first
-
-
-def highlighted_word(page) -> str:
-    """The caption word marked in the visible heatmap page."""
-    return page.locator(".captionlib-explorer .captionlib-heatmaps mark").filter(visible=True).first.inner_text()
-
-
-def exercise_explorer(page) -> None:
-    """Render, move the word slider, switch image; fail unless the heatmap follows each time."""
-    # The widgets render from the saved state: an image chooser, a word slider and a heatmap.
-    slider = page.locator(".captionlib-explorer .captionlib-word-slider").filter(visible=True).first
-    slider.wait_for(state="visible", timeout=30_000)
-    visible_heatmap(page).wait_for(state="visible")
-    assert page.locator(".captionlib-explorer .captionlib-image-chooser button").count() >= 2
-    readout, handle = slider.locator(".widget-readout"), slider.locator(".noUi-handle")
-    caption = page.locator(".captionlib-explorer .captionlib-heatmaps .widget-html").filter(visible=True).first
-    positions = int(float(handle.get_attribute("aria-valuemax"))) + 1
-    assert positions == len(caption.inner_text().split()), "one slider position per caption word"
-    assert highlighted_word(page) == readout.inner_text()
-    first_src, first_digest = visible_heatmap(page).get_attribute("src"), visible_heatmap(page).evaluate(IMAGE_DIGEST_JS)
-
-    # Move the word slider with the keyboard: jslink (in the browser) must switch the heatmap.
-    handle.focus()
-    page.keyboard.press("ArrowRight")
-    page.wait_for_function(HEATMAP_CHANGED_JS, arg=first_src)
-    second_src, second_digest = visible_heatmap(page).get_attribute("src"), visible_heatmap(page).evaluate(IMAGE_DIGEST_JS)
-    assert second_digest != first_digest, "the slider moved but the heatmap's pixels did not change"
-    assert highlighted_word(page) == readout.inner_text(), "heatmap page and slider disagree on the word"
-
-    # Choose another image: the outer Stack switches panels, so the heatmap changes again.
-    page.locator(".captionlib-explorer .captionlib-image-chooser button").nth(1).click()
-    page.wait_for_function(HEATMAP_CHANGED_JS, arg=second_src)
-    assert visible_heatmap(page).evaluate(IMAGE_DIGEST_JS) not in (first_digest, second_digest)
 
 
 def test_explorer_works_without_kernel_or_network(browser, server):
