@@ -57,58 +57,68 @@ def greedy_decode(decoder: Decoder, annotations: torch.Tensor, max_len: int) -> 
 def beam_search(
     decoder: Decoder, annotations: torch.Tensor, beam_size: int, max_len: int, length_penalty: float = 0.0
 ) -> list[Caption]:
-    """Beam search of width k for B images at once: the B*k hypotheses advance in one decoder call per step.
+    """Beam search of width k for B images at once: the hypotheses of all images advance in one decoder call per step.
 
     At each step every image keeps its k best continuations (of its k*V candidates) that do not end;
     <end> candidates among its top k are set aside as finished. An image is done once it has k finished
-    captions; the best by log p / length^length_penalty is returned. An image with no finished caption
-    after max_len steps returns its best live hypothesis, marked finished=False.
+    captions, and leaves the batch; the best by log p / length^length_penalty is returned. An image with no
+    finished caption after max_len steps returns its best live hypothesis, marked finished=False.
     """
     B, P, _ = annotations.shape
     k, V, device = beam_size, decoder.vocab_size, annotations.device
     projected = decoder.attention.project(annotations)  # (B, P, A)  once per image
     h, c = decoder.init_state(annotations)  # (B, n) each
-    # Row b*k + j of every tensor below is beam j of image b; the k beams share their image's annotations.
-    state = (h.repeat_interleave(k, 0), c.repeat_interleave(k, 0))  # (Bk, n) each
-    words = torch.full((B * k,), Vocabulary.start_id, dtype=torch.long, device=device)  # (Bk,)
-    scores = torch.full((B, k), float("-inf"), device=device)  # (B, k)
+    # The b images still searching are images[searching]; row i*k + j of every tensor below is beam j of the
+    # i-th of them. The k beams share their image's annotations.
+    searching = torch.arange(B, device=device)  # (b,)
+    state = (h.repeat_interleave(k, 0), c.repeat_interleave(k, 0))  # (bk, n) each
+    words = torch.full((B * k,), Vocabulary.start_id, dtype=torch.long, device=device)  # (bk,)
+    scores = torch.full((B, k), float("-inf"), device=device)  # (b, k)
     scores[:, 0] = 0.0  # at t = 0 the k beams are copies: let only beam 0 expand
-    history = torch.zeros(B * k, 0, dtype=torch.long, device=device)  # (Bk, t) words so far
-    history_alphas = torch.zeros(B * k, 0, P, device=device)  # (Bk, t, P)
-    finished: list[list[tuple[float, float, list[int], torch.Tensor]]] = [[] for _ in range(B)]
-    offsets = (torch.arange(B, device=device) * k).unsqueeze(1)  # (B, 1)
+    history = torch.zeros(B * k, 0, dtype=torch.long, device=device)  # (bk, t) words so far
+    history_alphas = torch.zeros(B * k, 0, P, device=device)  # (bk, t, P)
+    finished: list[list[tuple[float, float, list[int], torch.Tensor]]] = [[] for _ in range(B)]  # by image
     for t in range(max_len):
-        logits, state, alpha = decoder.step(words, state, annotations, projected)  # (Bk, V), _, (Bk, P)
-        candidates = (scores.view(B * k, 1) + F.log_softmax(logits, dim=1)).view(B, k * V)  # (B, kV)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (B, 2k); at most k of them are <end>
-        top_beam, top_word = top_index // V, top_index % V  # (B, 2k) each
-        is_end = top_word == Vocabulary.end_id  # (B, 2k)
-        for b, j in (is_end[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
-            if len(finished[b]) < k:
-                row = b * k + int(top_beam[b, j])
-                s = float(top_scores[b, j])
+        b = len(searching)
+        logits, state, alpha = decoder.step(words, state, annotations, projected)  # (bk, V), _, (bk, P)
+        candidates = (scores.view(b * k, 1) + F.log_softmax(logits, dim=1)).view(b, k * V)  # (b, kV)
+        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (b, 2k); at most k of them are <end>
+        top_beam, top_word = top_index // V, top_index % V  # (b, 2k) each
+        is_end = top_word == Vocabulary.end_id  # (b, 2k)
+        for i, j in (is_end[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
+            image = int(searching[i])
+            if len(finished[image]) < k:
+                row = i * k + int(top_beam[i, j])
+                s = float(top_scores[i, j])
                 tokens = history[row].tolist()
-                finished[b].append((_ranked(s, len(tokens) + 1, length_penalty), s, tokens, history_alphas[row].cpu()))
-        # The k best candidates that continue: non-<end> ones, in score order.
-        rank = torch.cumsum(~is_end, dim=1) - 1  # (B, 2k) position among non-<end> candidates
-        keep = (~is_end) & (rank < k)  # (B, 2k), exactly k True per row
-        beam = top_beam[keep].view(B, k)  # (B, k)
-        rows = (offsets + beam).view(-1)  # (Bk,) parent row of each new beam
-        words = top_word[keep]  # (Bk,)
-        scores = top_scores[keep].view(B, k)  # (B, k)
-        history = torch.cat([history[rows], words.unsqueeze(1)], dim=1)  # (Bk, t+1)
-        history_alphas = torch.cat([history_alphas[rows], alpha[rows].unsqueeze(1)], dim=1)  # (Bk, t+1, P)
-        state = (state[0][rows], state[1][rows])
-        if all(len(f) >= k for f in finished):
+                finished[image].append((_ranked(s, len(tokens) + 1, length_penalty), s, tokens, history_alphas[row].cpu()))
+        # Images with k finished captions leave the batch; the others keep their k best candidates that
+        # continue: non-<end> ones, in score order.
+        not_done = [len(finished[int(image)]) < k for image in searching]
+        still = torch.tensor(not_done, device=device).nonzero().squeeze(1)  # (b',) positions of those still searching
+        if not len(still):
             break
+        rank = torch.cumsum(~is_end, dim=1) - 1  # (b, 2k) position among non-<end> candidates
+        keep = (~is_end) & (rank < k)  # (b, 2k), exactly k True per row
+        beam = top_beam[keep].view(b, k)[still]  # (b', k)
+        rows = (still.unsqueeze(1) * k + beam).view(-1)  # (b'k,) parent row of each new beam
+        words = top_word[keep].view(b, k)[still].view(-1)  # (b'k,)
+        scores = top_scores[keep].view(b, k)[still]  # (b', k)
+        history = torch.cat([history[rows], words.unsqueeze(1)], dim=1)  # (b'k, t+1)
+        history_alphas = torch.cat([history_alphas[rows], alpha[rows].unsqueeze(1)], dim=1)  # (b'k, t+1, P)
+        state = (state[0][rows], state[1][rows])
+        if len(still) < b:
+            searching, annotations, projected = searching[still], annotations[still], projected[still]
+    position = {int(image): i for i, image in enumerate(searching)}  # where the images still searching are
     results = []
-    for b in range(B):
-        if finished[b]:
-            _, s, tokens, maps = max(finished[b], key=lambda f: f[0])
+    for image in range(B):
+        if finished[image]:
+            _, s, tokens, maps = max(finished[image], key=lambda f: f[0])
             results.append(Caption(tokens, maps, s, True))
-        else:  # nothing ended within max_len: the best live hypothesis, flagged unfinished
-            j = int(scores[b].argmax())
-            results.append(Caption(history[b * k + j].tolist(), history_alphas[b * k + j].cpu(), float(scores[b, j]), False))
+        else:  # nothing ended within max_len (so it never left the batch): the best live hypothesis, flagged unfinished
+            i = position[image]
+            j = int(scores[i].argmax())
+            results.append(Caption(history[i * k + j].tolist(), history_alphas[i * k + j].cpu(), float(scores[i, j]), False))
     return results
 
 

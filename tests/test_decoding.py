@@ -18,7 +18,7 @@ def random_decoder(end_bias: float) -> Decoder:
     return dec
 
 
-@pytest.mark.parametrize("end_bias", [0.5, 1.5])
+@pytest.mark.parametrize("end_bias", [0.5, 1.5, 6.0])  # 6.0: most images are done early and leave the batch
 @pytest.mark.parametrize("beam_size", [2, 3, 5])
 @pytest.mark.parametrize("length_penalty", [0.0, 0.7])
 def test_batched_beam_search_equals_one_image_at_a_time(end_bias, beam_size, length_penalty):
@@ -33,6 +33,19 @@ def test_batched_beam_search_equals_one_image_at_a_time(end_bias, beam_size, len
         assert b.score == pytest.approx(s.score, abs=1e-4)
         assert b.alphas.shape == (len(b.tokens), 16)
         torch.testing.assert_close(b.alphas, s.alphas)
+
+
+def test_images_that_are_done_leave_the_batch():
+    dec = random_decoder(end_bias=6.0)
+    rows_per_step = []
+    step = dec.step
+    dec.step = lambda words, *rest: (rows_per_step.append(len(words)), step(words, *rest))[1]
+    annotations = torch.randn(40, 16, 24)  # (B, P, D)
+    captions = beam_search(dec, annotations, 3, 12)
+    assert rows_per_step[0] == 40 * 3 and rows_per_step == sorted(rows_per_step, reverse=True)
+    assert rows_per_step[-1] < rows_per_step[0], "no image left the batch"
+    assert all(rows % 3 == 0 for rows in rows_per_step)  # whole images leave, with all their beams
+    assert all(c.finished for c in captions) and len(rows_per_step) < 12  # it stops once every image is done
 
 
 def test_no_end_within_the_limit_returns_the_best_live_hypothesis():
