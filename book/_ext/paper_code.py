@@ -67,6 +67,19 @@ def enclosing(path: str, line: int) -> str:
     return names[-1]
 
 
+def marked_lines(path: str, name: str, markers: list[str]) -> tuple[int, int, list[int]]:
+    """First and last line of function or class `name` in `path`, and the line of each marker, all inside it."""
+    spans = {qualified: (first, last) for qualified, first, last in definitions(path)}
+    if name not in spans:
+        raise ExtensionError(f"code-at: no function or class {name!r} in {path}")
+    first, last = spans[name]
+    marked = [find_marker(path, marker) for marker in markers]
+    outside = [n for n in marked if not first <= n <= last]
+    if outside:
+        raise ExtensionError(f"code-at: lines {outside} of {path} are outside {name} (lines {first}-{last})")
+    return first, last, marked
+
+
 def source_url(config, path: str, line: int) -> str:
     """Link to the line in the repository set in _config.yml (repository.url and .branch)."""
     options = config.html_theme_options
@@ -98,14 +111,7 @@ class CodeAtDirective(SphinxDirective):
     def run(self):
         path, name = self.arguments[0], self.options["pyobject"]
         self.env.note_dependency(str(ROOT / path))
-        spans = {qualified: (first, last) for qualified, first, last in definitions(path)}
-        if name not in spans:
-            raise ExtensionError(f"code-at: no function or class {name!r} in {path}")
-        first, last = spans[name]
-        marked = [find_marker(path, marker.strip()) for marker in self.content if marker.strip()]
-        outside = [n for n in marked if not first <= n <= last]
-        if outside:
-            raise ExtensionError(f"code-at: lines {outside} of {path} are outside {name} (lines {first}-{last})")
+        first, last, marked = marked_lines(path, name, [marker.strip() for marker in self.content if marker.strip()])
         code = "\n".join(source_lines(path)[first - 1 : last])
         block = nodes.literal_block(code, code, language="python", linenos=True)
         block["highlight_args"] = {"linenostart": first, "hl_lines": [n - first + 1 for n in marked]}
