@@ -125,22 +125,17 @@ class InLoopProjectionDecoder(Decoder):
 
 
 def train_step(
-    decoder: Decoder, optimizer: torch.optim.Optimizer, annotations, captions, lengths, scaler: torch.amp.GradScaler | None = None
+    decoder: Decoder, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, annotations, captions, lengths
 ) -> None:
-    """One teacher-forced step as the trainer takes it: forward, eq. 14 loss, backward, clipping, Adam.
+    """One teacher-forced step as captionlib.train takes it: forward, eq. 14 loss, backward, clipping, Adam.
 
-    With a scaler (GPU), the forward runs under float16 autocast and the loss is scaled, as train.train_epoch does.
+    An enabled scaler (GPU) runs the forward under float16 autocast and scales the loss; a disabled one passes
+    everything through unchanged.
     """
-    amp = scaler is not None and scaler.is_enabled()
-    with torch.autocast(annotations.device.type, dtype=torch.float16, enabled=amp):
+    with torch.autocast(annotations.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
         logits, alphas = decoder(annotations, captions, lengths)  # (N, T, V), (N, T, P)
     loss = caption_loss(logits.float(), captions, lengths, alphas.float(), attention_lambda=1.0).total
     optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
-        optimizer.step()
-        return
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
@@ -163,10 +158,11 @@ def bench_train(sizes: Sizes) -> Iterator[Metric]:
     per_step.train()
 
     optimizers = {d: torch.optim.Adam(d.parameters(), lr=4e-4) for d in (once, per_step)}
+    no_amp = torch.amp.GradScaler("cpu", enabled=False)
     seconds, _ = median_seconds(
         {
-            "once": partial(train_step, once, optimizers[once], annotations, captions, lengths),
-            "per_step": partial(train_step, per_step, optimizers[per_step], annotations, captions, lengths),
+            "once": partial(train_step, once, optimizers[once], no_amp, annotations, captions, lengths),
+            "per_step": partial(train_step, per_step, optimizers[per_step], no_amp, annotations, captions, lengths),
         },
         sizes.reps,
     )
@@ -241,7 +237,7 @@ def bench_gpu(sizes: Sizes) -> Iterator[Metric]:
 
     seconds, _ = median_seconds(
         {
-            amp: synchronised(partial(train_step, decoders[amp], optimizers[amp], annotations, captions, lengths, scalers[amp]))
+            amp: synchronised(partial(train_step, decoders[amp], optimizers[amp], scalers[amp], annotations, captions, lengths))
             for amp in (False, True)
         },
         max(sizes.reps, 5),
