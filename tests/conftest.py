@@ -1,10 +1,21 @@
-"""Shared fixtures: a tiny shapes config and a tiny trained checkpoint (seconds, not minutes)."""
+"""Shared fixtures and helpers: a tiny shapes config, a tiny trained checkpoint, the CLI in a fresh interpreter."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 
 from captionlib.config import Config
+
+
+def run_cli(*args, cwd=None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m captionlib ARGS` in a fresh interpreter, as a user would run it; env adds to os.environ."""
+    env = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
+    command = [sys.executable, "-m", "captionlib", *map(str, args)]
+    return subprocess.run(command, check=False, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def tiny_config(**train) -> Config:

@@ -5,24 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from captionlib.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def run_cli(*args, cwd) -> subprocess.CompletedProcess:
-    """`python -m captionlib ARGS` in a fresh interpreter, as a user would run it."""
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    command = [sys.executable, "-m", "captionlib", *map(str, args)]
-    return subprocess.run(command, check=False, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def good_image(path, colour=(200, 40, 40)) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 from fixtures import write_kaggle
 
 from captionlib.checkpoint import load_checkpoint
@@ -42,11 +40,6 @@ CPU_SIZE = {
 }
 
 
-def run_cli(*args, env) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "captionlib", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-
-
 def test_recipe_is_shipped_with_the_paper_sizes(tmp_path):
     assert "flickr8k_kaggle" in recipe_names()
     cfg = load_config("flickr8k_kaggle").to_dict()
@@ -72,10 +65,10 @@ def test_unknown_recipe_or_bad_field_is_a_one_line_error(tmp_path):
 def test_recipe_trains_and_evaluates_a_kaggle_layout_fixture(tmp_path):
     data = tmp_path / "flickr8k"
     write_kaggle(data, n=16)  # Images/ + captions.txt + split lists, as the Kaggle data set (plus lists)
-    env = {**os.environ, "CAPTIONLIB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {"CAPTIONLIB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     sets = [f"--set={key}={value}" for key, value in CPU_SIZE.items()]
     run = tmp_path / "run"
-    trained = run_cli("train", "--config", "flickr8k_kaggle", "--data", data, "--out", run, "--no-progress", *sets, env=env)
+    trained = run_cli("train", "--config", "flickr8k_kaggle", "--data", data, "--out", run, "--no-progress", *sets, env=env, timeout=600)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "epoch 2/2" in trained.stdout
     assert any((tmp_path / "cache" / "features").iterdir())  # the frozen encoder's annotations were cached
@@ -84,7 +77,7 @@ def test_recipe_trains_and_evaluates_a_kaggle_layout_fixture(tmp_path):
     assert config["data"] == str(data) and config["train"]["attention_lambda"] == load_config("flickr8k_kaggle").train.attention_lambda
     assert config["train"]["max_caption_len"] == 40 and config["model"]["dropout"] == 0.5  # the rest is the recipe's
 
-    evaluated = run_cli("evaluate", "--checkpoint", run / BEST, "--beam-size", 3, "--metrics", "coco", "--json", env=env)
+    evaluated = run_cli("evaluate", "--checkpoint", run / BEST, "--beam-size", 3, "--metrics", "coco", "--json", env=env, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     result = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert all(0.0 <= result[f"bleu{n}"] <= 1.0 for n in range(1, 5)) and "grounding" not in result
