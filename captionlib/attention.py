@@ -5,10 +5,22 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# Elements of the (images, k, P, A) sum inside tanh computed at once on a CPU: 4M floats = 16 MB. Beam search
-# over many images would otherwise allocate hundreds of MB per step; a few images at a time stay in cache.
-# A GPU takes the whole batch in one pass.
-SCORE_CHUNK_ELEMENTS = 1 << 22
+# Elements of the (images, k, P, A) sum inside tanh computed at once on a CPU: 512K floats = 2 MB, about the
+# L2 cache of two cores, so the add, the tanh and the product with w read what the step before just wrote
+# (one image's 5 beams at the paper's sizes). Beam search over many images would otherwise allocate hundreds
+# of MB per step. A GPU takes the whole batch in one pass.
+SCORE_CHUNK_ELEMENTS = 1 << 19
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x), computed on a CPU as 2σ(2x) − 1: the same function, to 2e-7, in about a third of the time.
+
+    PyTorch's CPU tanh ran at 0.4-0.7 G elements/s on the machine that built this book, its sigmoid at 3-4
+    (benchmarks/profile_beam.py prints both), and this tanh was a third of a beam search's time.
+    """
+    if x.device.type != "cpu":
+        return torch.tanh(x)
+    return 2 * torch.sigmoid(2 * x) - 1
 
 
 class SoftAttention(nn.Module):
@@ -18,7 +30,9 @@ class SoftAttention(nn.Module):
         super().__init__()
         self.W_a = nn.Linear(encoder_dim, attention_dim)  # projects annotations, once per image
         self.W_h = nn.Linear(decoder_dim, attention_dim, bias=False)  # projects the previous hidden state
-        self.w = nn.Linear(attention_dim, 1)  # scores each cell
+        # Scores each cell. No bias: it would shift every e_ti alike and cancel in the softmax, so its gradient is
+        # rounding noise, which Adam (scale-free steps) would turn into a random walk.
+        self.w = nn.Linear(attention_dim, 1, bias=False)
 
     def project(self, annotations: torch.Tensor) -> torch.Tensor:
         """W_a a_i for every cell: (B, P, D) -> (B, P, A). Independent of t, so computed once per image."""
@@ -26,7 +40,7 @@ class SoftAttention(nn.Module):
 
     def score(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """e for k queries per image: projected (B, P, A) = W_a a and query (B, k, A) = W_h h -> (B, k, P)."""
-        return self.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, k, P)  eq. 4
+        return self.w(tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, k, P)  eq. 4
 
     def forward(
         self,

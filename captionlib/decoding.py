@@ -21,6 +21,12 @@ class Caption:
     finished: bool  # False when no <end> came within max_len steps
 
 
+def _check_beam_size(beam_size: int, vocab_size: int) -> None:
+    """Each step ranks 2k candidates (k may end, k continue), so k can be at most half the vocabulary."""
+    if not 1 <= beam_size <= vocab_size // 2:
+        raise ValueError(f"beam size {beam_size}: must be between 1 and {vocab_size // 2} (half the vocabulary of {vocab_size} words)")
+
+
 def _ranked(score: float, length: int, length_penalty: float) -> float:
     """Score used to compare finished hypotheses: log p / length^α (α = 0: plain log p)."""
     return score / (length**length_penalty) if length_penalty else score
@@ -66,29 +72,30 @@ def beam_search(
     """
     B, P, _ = annotations.shape
     k, V, device = beam_size, decoder.vocab_size, annotations.device
+    _check_beam_size(k, V)
     projected = decoder.attention.project(annotations)  # (B, P, A)  once per image
-    h, c = decoder.init_state(annotations)  # (B, n) each
-    # The b images still searching are images[searching]; row i*k + j of every tensor below is beam j of the
-    # i-th of them. The k beams share their image's annotations.
+    # The b images still searching are images[searching], each with w hypotheses: row i*w + j of every tensor
+    # below is hypothesis j of the i-th of them, and they all share their image's annotations. At t = 0 an
+    # image has one hypothesis, <start> (w = 1); from t = 1 on it keeps k (w = k).
     searching = torch.arange(B, device=device)  # (b,)
-    state = (h.repeat_interleave(k, 0), c.repeat_interleave(k, 0))  # (bk, n) each
-    words = torch.full((B * k,), Vocabulary.start_id, dtype=torch.long, device=device)  # (bk,)
-    scores = torch.full((B, k), float("-inf"), device=device)  # (b, k)
-    scores[:, 0] = 0.0  # at t = 0 the k beams are copies: let only beam 0 expand
-    history = torch.zeros(B * k, 0, dtype=torch.long, device=device)  # (bk, t) words so far
-    history_alphas = torch.zeros(B * k, 0, P, device=device)  # (bk, t, P)
+    width = 1  # w
+    state = decoder.init_state(annotations)  # (bw, n) each
+    words = torch.full((B,), Vocabulary.start_id, dtype=torch.long, device=device)  # (bw,)
+    scores = torch.zeros(B, 1, device=device)  # (b, w) log p of each hypothesis
+    history = torch.zeros(B, 0, dtype=torch.long, device=device)  # (bw, t) words so far
+    history_alphas = torch.zeros(B, 0, P, device=device)  # (bw, t, P)
     finished: list[list[tuple[float, float, list[int], torch.Tensor]]] = [[] for _ in range(B)]  # by image
     for t in range(max_len):
         b = len(searching)
-        logits, state, alpha = decoder.step(words, state, annotations, projected)  # (bk, V), _, (bk, P)
-        candidates = (scores.view(b * k, 1) + F.log_softmax(logits, dim=1)).view(b, k * V)  # (b, kV)
+        logits, state, alpha = decoder.step(words, state, annotations, projected)  # (bw, V), _, (bw, P)
+        candidates = (scores.view(b * width, 1) + F.log_softmax(logits, dim=1)).view(b, width * V)  # (b, wV)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (b, 2k); at most k of them are <end>
         top_beam, top_word = top_index // V, top_index % V  # (b, 2k) each
         is_end = top_word == Vocabulary.end_id  # (b, 2k)
-        for i, j in (is_end[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
+        for i, j in is_end[:, :k].nonzero().tolist():
             image = int(searching[i])
             if len(finished[image]) < k:
-                row = i * k + int(top_beam[i, j])
+                row = i * width + int(top_beam[i, j])
                 s = float(top_scores[i, j])
                 tokens = history[row].tolist()
                 finished[image].append((_ranked(s, len(tokens) + 1, length_penalty), s, tokens, history_alphas[row].cpu()))
@@ -101,12 +108,13 @@ def beam_search(
         rank = torch.cumsum(~is_end, dim=1) - 1  # (b, 2k) position among non-<end> candidates
         keep = (~is_end) & (rank < k)  # (b, 2k), exactly k True per row
         beam = top_beam[keep].view(b, k)[still]  # (b', k)
-        rows = (still.unsqueeze(1) * k + beam).view(-1)  # (b'k,) parent row of each new beam
+        rows = (still.unsqueeze(1) * width + beam).view(-1)  # (b'k,) parent row of each new hypothesis
         words = top_word[keep].view(b, k)[still].view(-1)  # (b'k,)
         scores = top_scores[keep].view(b, k)[still]  # (b', k)
         history = torch.cat([history[rows], words.unsqueeze(1)], dim=1)  # (b'k, t+1)
         history_alphas = torch.cat([history_alphas[rows], alpha[rows].unsqueeze(1)], dim=1)  # (b'k, t+1, P)
         state = (state[0][rows], state[1][rows])
+        width = k
         if len(still) < b:
             searching, annotations, projected = searching[still], annotations[still], projected[still]
     position = {int(image): i for i, image in enumerate(searching)}  # where the images still searching are
@@ -118,7 +126,8 @@ def beam_search(
         else:  # nothing ended within max_len (so it never left the batch): the best live hypothesis, flagged unfinished
             i = position[image]
             j = int(scores[i].argmax())
-            results.append(Caption(history[i * k + j].tolist(), history_alphas[i * k + j].cpu(), float(scores[i, j]), False))
+            row = i * width + j
+            results.append(Caption(history[row].tolist(), history_alphas[row].cpu(), float(scores[i, j]), False))
     return results
 
 
@@ -132,6 +141,7 @@ def beam_search_one_image(
     match exactly, and as the baseline of the batching benchmark.
     """
     k, V = beam_size, decoder.vocab_size
+    _check_beam_size(k, V)
     annotations = annotations.unsqueeze(0)  # (1, P, D)
     projected = decoder.attention.project(annotations)  # (1, P, A)
     h, c = decoder.init_state(annotations)  # (1, n) each
@@ -139,20 +149,16 @@ def beam_search_one_image(
     state = (h, c)
     finished: list[tuple[float, float, list[int], list[torch.Tensor]]] = []
     for t in range(max_len):
-        n_live = len(beams)
-        words = torch.tensor([b[1][-1] if b[1] else Vocabulary.start_id for b in beams])  # (n_live,)
+        words = torch.tensor([b[1][-1] if b[1] else Vocabulary.start_id for b in beams])  # (n_live,) = len(beams): 1, then k
         logits, state, alpha = decoder.step(words, state, annotations, projected)  # (n_live, V), _, (n_live, P)
         logp = F.log_softmax(logits, dim=1)  # (n_live, V)
         candidates = torch.tensor([b[0] for b in beams]).unsqueeze(1) + logp  # (n_live, V)
-        if n_live < k:  # pad to k rows with -inf so the candidate indices match the batched version
-            pad = torch.full((k - n_live, V), float("-inf"))
-            candidates = torch.cat([candidates, pad])
-        top_scores, top_index = candidates.view(-1).topk(2 * k)
+        top_scores, top_index = candidates.view(-1).topk(2 * k)  # (2k,) each
         new_beams, parents = [], []
         for j, (s, idx) in enumerate(zip(top_scores.tolist(), top_index.tolist())):
             parent, word = divmod(idx, V)
             if word == Vocabulary.end_id:
-                if j < k and s != float("-inf") and len(finished) < k:
+                if j < k and len(finished) < k:
                     tokens = beams[parent][1]
                     finished.append((_ranked(s, len(tokens) + 1, length_penalty), s, tokens, beams[parent][2]))
             elif len(new_beams) < k:

@@ -18,7 +18,7 @@ def random_decoder(end_bias: float) -> Decoder:
     return dec
 
 
-@pytest.mark.parametrize("end_bias", [0.5, 1.5, 6.0])  # 6.0: most images are done early and leave the batch
+@pytest.mark.parametrize("end_bias", [1.5, 3.0, 6.0])  # 3.0: images leave the batch one by one; 6.0: all early
 @pytest.mark.parametrize("beam_size", [2, 3, 5])
 @pytest.mark.parametrize("length_penalty", [0.0, 0.7])
 def test_batched_beam_search_equals_one_image_at_a_time(end_bias, beam_size, length_penalty):
@@ -36,16 +36,33 @@ def test_batched_beam_search_equals_one_image_at_a_time(end_bias, beam_size, len
 
 
 def test_images_that_are_done_leave_the_batch():
-    dec = random_decoder(end_bias=6.0)
+    dec = random_decoder(end_bias=3.0)
     rows_per_step = []
     step = dec.step
     dec.step = lambda words, *rest: (rows_per_step.append(len(words)), step(words, *rest))[1]
     annotations = torch.randn(40, 16, 24)  # (B, P, D)
     captions = beam_search(dec, annotations, 3, 12)
-    assert rows_per_step[0] == 40 * 3 and rows_per_step == sorted(rows_per_step, reverse=True)
-    assert rows_per_step[-1] < rows_per_step[0], "no image left the batch"
-    assert all(rows % 3 == 0 for rows in rows_per_step)  # whole images leave, with all their beams
-    assert all(c.finished for c in captions) and len(rows_per_step) < 12  # it stops once every image is done
+    assert rows_per_step[:2] == [40, 40 * 3]  # one hypothesis per image at t = 0 (<start>), then k
+    assert rows_per_step[1:] == sorted(rows_per_step[1:], reverse=True)
+    assert rows_per_step[-1] < rows_per_step[1], "no image left the batch"
+    assert all(rows % 3 == 0 for rows in rows_per_step[1:])  # whole images leave, with all their beams
+    assert sum(c.finished for c in captions) > 30
+
+
+def test_search_stops_once_every_image_is_done():
+    dec = random_decoder(end_bias=6.0)
+    steps = []
+    step = dec.step
+    dec.step = lambda *args: (steps.append(1), step(*args))[1]
+    captions = beam_search(dec, torch.randn(40, 16, 24), 3, 12)
+    assert all(c.finished for c in captions) and len(steps) < 12
+
+
+@pytest.mark.parametrize("search", [beam_search, lambda dec, a, k, n: beam_search_one_image(dec, a[0], k, n)])
+def test_beam_wider_than_half_the_vocabulary_is_refused(search):
+    dec = random_decoder(end_bias=0.0)
+    with pytest.raises(ValueError, match=f"beam size {dec.vocab_size}: must be between 1 and {dec.vocab_size // 2}"):
+        search(dec, torch.randn(1, 16, 24), dec.vocab_size, 5)
 
 
 def test_no_end_within_the_limit_returns_the_best_live_hypothesis():
