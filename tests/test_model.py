@@ -23,6 +23,14 @@ def test_attention_matches_the_equations_by_hand():
     torch.testing.assert_close(z, (expected_alpha.unsqueeze(2) * a).sum(1))
 
 
+def test_attention_gradients_are_those_of_its_formula():
+    """tanh_ works in place on a CPU (2σ(2x) − 1); autograd must still see the function it computes."""
+    torch.manual_seed(0)
+    att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4).double()
+    a, h = torch.randn(2, 9, 6, dtype=torch.double), torch.randn(2, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda h: att(a, att.project(a), h), (h,))
+
+
 def test_attention_mask_gives_zero_weight():
     att = SoftAttention(6, 5, 4)
     a, h = torch.randn(1, 4, 6), torch.randn(1, 5)
