@@ -184,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)  # --help and usage errors exit here, before torch is imported
     from .checkpoint import CheckpointError
     from .encoder import WeightsNotFoundError
 
-    args = build_parser().parse_args(argv)
     if getattr(args, "beam_size", 1) < 1:
         return fail("--beam-size must be at least 1")
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -42,6 +44,15 @@ def test_module_help_exits_0(tmp_path):
     assert result.returncode == 0, result.stderr
     for command in ("train", "evaluate", "caption", "shapes"):
         assert command in result.stdout
+
+
+def test_help_answers_without_importing_torch(tmp_path):
+    """`captionlib --help` should be instant: torch and the models are imported only by the commands."""
+    check = "import sys; from captionlib.cli import main\ntry: main(['caption', '--help'])\nexcept SystemExit: pass\n"
+    check += "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
+    check += "sys.exit(f'{len(heavy)} modules, e.g. {heavy[:3]}' if heavy else 0)"
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"imported by --help: {result.stderr[-300:]}"
 
 
 @pytest.mark.parametrize("command", [["train"], ["evaluate"], ["caption"], ["shapes"], ["shapes", "export"]])
