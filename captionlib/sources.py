@@ -246,14 +246,14 @@ def sniff_format(path: Path) -> str:
 
 def read_dataset(path: str | Path, format: str | None = None, strict: bool = False, restval_to_train: bool = True) -> tuple[dict[str, Split], LoadReport]:
     """Splits and the report of a data folder or caption file; the format (see CAPTION_FILES) is detected if None."""
-    from .flickr import read_flickr
+    from .flickr import ROW_READERS, read_flickr
     from .karpathy import read_karpathy
 
     caption_file, format = find_caption_file(Path(path), format)
     report = LoadReport(caption_file, format, strict)
     if format == "karpathy":
         return read_karpathy(caption_file, report, restval_to_train), report
-    if format in ("kaggle", "results_csv", "token"):
+    if format in ROW_READERS:
         return read_flickr(caption_file, format, report), report
     raise ValueError(f"{path}: unknown data format {format!r}; expected one of {', '.join(dict.fromkeys(CAPTION_FILES.values()))}")
 
