@@ -7,8 +7,16 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from captionlib.config import Config
+
+
+def square_on_grey(colour: tuple[int, int, int] = (200, 40, 40)) -> Image.Image:
+    """A small shapes-like picture: a coloured square on grey."""
+    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    image.paste(colour, (16, 16, 40, 40))
+    return image
 
 
 def run_cli(*args, cwd=None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

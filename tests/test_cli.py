@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, square_on_grey
 from PIL import Image
 
 from captionlib.cli import main
@@ -19,10 +19,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def good_image(path, colour=(200, 40, 40)) -> None:
-    """A small shapes-like picture: a coloured square on grey."""
-    image = Image.new("RGB", (64, 64), (128, 128, 128))
-    image.paste(colour, (16, 16, 40, 40))
-    image.save(path)
+    square_on_grey(colour).save(path)
 
 
 def truncated_jpeg(path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from browser_helpers import exercise_explorer
-from PIL import Image
+from conftest import square_on_grey
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = "09_attention_explorer.ipynb"
@@ -81,11 +81,9 @@ def lab(tmp_path_factory):
 
 
 def png_bytes(colour: tuple[int, int, int]) -> bytes:
-    """A shapes-like picture: a coloured square on grey."""
-    image = Image.new("RGB", (64, 64), (128, 128, 128))
-    image.paste(colour, (18, 18, 42, 42))
+    """square_on_grey as the bytes of a PNG file, for the upload."""
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    square_on_grey(colour).save(buffer, "PNG")
     return buffer.getvalue()
 
 
