@@ -35,6 +35,8 @@ class Captioner:
     @torch.no_grad()
     def caption(self, images: list[Image.Image], beam_size: int = 3, max_len: int | None = None, length_penalty: float = 0.0) -> list[Caption]:
         """Decode captions for RGB PIL images, batched."""
+        if not images:
+            return []
         batch = torch.stack([self.transform(im) for im in images])  # (B, 3, S, S)
         annotations = self.model.encoder(batch)  # (B, P, D)
         limit = max_len or self.config.train.max_caption_len

@@ -35,7 +35,9 @@ def _ranked(score: float, length: int, length_penalty: float) -> float:
 @torch.no_grad()
 def greedy_decode(decoder: Decoder, annotations: torch.Tensor, max_len: int) -> list[Caption]:
     """Pick the most likely word at every step, for a batch of images (B, P, D) at once."""
-    B = annotations.size(0)
+    B, P, _ = annotations.shape
+    if B == 0 or max_len == 0:  # nothing to decode: empty captions that did not finish, as beam_search returns
+        return [Caption([], torch.zeros(0, P), 0.0, False) for _ in range(B)]
     projected = decoder.attention.project(annotations)  # (B, P, A)
     state = decoder.init_state(annotations)  # (B, n) x 2
     words = torch.full((B,), Vocabulary.start_id, dtype=torch.long, device=annotations.device)  # (B,)
@@ -73,6 +75,8 @@ def beam_search(
     B, P, _ = annotations.shape
     k, V, device = beam_size, decoder.vocab_size, annotations.device
     _check_beam_size(k, V)
+    if B == 0:
+        return []
     projected = decoder.attention.project(annotations)  # (B, P, A)  once per image
     # The b images still searching are images[searching], each with w hypotheses: row i*w + j of every tensor
     # below is hypothesis j of the i-th of them, and they all share their image's annotations. At t = 0 an
@@ -140,7 +144,7 @@ def beam_search_one_image(
     Same rule as beam_search, written with Python lists; kept as the reference that beam_search must
     match exactly, and as the baseline of the batching benchmark.
     """
-    k, V = beam_size, decoder.vocab_size
+    k, V, device = beam_size, decoder.vocab_size, annotations.device
     _check_beam_size(k, V)
     annotations = annotations.unsqueeze(0)  # (1, P, D)
     projected = decoder.attention.project(annotations)  # (1, P, A)
@@ -149,10 +153,10 @@ def beam_search_one_image(
     state = (h, c)
     finished: list[tuple[float, float, list[int], list[torch.Tensor]]] = []
     for t in range(max_len):
-        words = torch.tensor([b[1][-1] if b[1] else Vocabulary.start_id for b in beams])  # (n_live,) = len(beams): 1, then k
+        words = torch.tensor([b[1][-1] if b[1] else Vocabulary.start_id for b in beams], device=device)  # (n_live,): 1, then k
         logits, state, alpha = decoder.step(words, state, annotations, projected)  # (n_live, V), _, (n_live, P)
         logp = F.log_softmax(logits, dim=1)  # (n_live, V)
-        candidates = torch.tensor([b[0] for b in beams]).unsqueeze(1) + logp  # (n_live, V)
+        candidates = torch.tensor([b[0] for b in beams], device=device).unsqueeze(1) + logp  # (n_live, V)
         top_scores, top_index = candidates.view(-1).topk(2 * k)  # (2k,) each
         new_beams, parents = [], []
         for j, (s, idx) in enumerate(zip(top_scores.tolist(), top_index.tolist())):

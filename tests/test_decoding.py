@@ -78,3 +78,12 @@ def test_beam_of_one_is_greedy():
     assert [c.tokens for c in greedy] == [c.tokens for c in beam]
     assert [c.score for c in greedy] == pytest.approx([c.score for c in beam], abs=1e-4)
 
+
+
+@pytest.mark.parametrize("search", [greedy_decode, lambda dec, a, n: beam_search(dec, a, 3, n)])
+def test_empty_batch_and_zero_length_limit(search):
+    """No images give no captions; a limit of 0 words gives each image an empty caption that did not finish."""
+    dec = random_decoder(end_bias=1.5)
+    assert search(dec, torch.randn(0, 16, 24), 12) == []
+    captions = search(dec, torch.randn(2, 16, 24), 0)
+    assert [(c.tokens, c.finished, c.alphas.shape) for c in captions] == [([], False, (0, 16))] * 2
