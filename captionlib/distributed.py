@@ -49,10 +49,13 @@ def init_distributed(device_preference: str) -> Topology:
 
 
 def global_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over all processes (a no-op in a single process)."""
+    """Sum a tensor over all processes (a no-op in a single process); the result is on the tensor's device."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        # nccl reduces CUDA tensors only, so small CPU tensors (counts, logged losses) travel through this GPU.
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+        summed = values.to(device, copy=True)
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed.to(values.device)
     return values
 
 
