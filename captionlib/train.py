@@ -76,7 +76,7 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, cfg: Config, topo: 
     return dict(zip(("loss", "cross_entropy", "attention_penalty"), means))
 
 
-def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, scheduler) -> tuple[int, float, list]:
+def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, scheduler, scaler) -> tuple[int, float, list]:
     """Restore everything from out/last.pt if it exists -> (next epoch, best BLEU-4, history)."""
     path = out / LAST
     if not path.exists():
@@ -89,6 +89,8 @@ def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, schedul
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):  # empty when written without mixed precision (on a CPU)
+        scaler.load_state_dict(state["scaler"])  # the loss scale AMP had reached, not 65536 again
     return state["epoch"] + 1, state["best_bleu4"], state["history"]
 
 
@@ -141,7 +143,7 @@ def train(
     loader = DataLoader(train_set, per_process, sampler=sampler, collate_fn=collate_grouped, num_workers=cfg.train.num_workers)
     optimizer, scheduler = build_optimizer(model, cfg, len(loader))
     scaler = torch.amp.GradScaler(topo.device.type, enabled=cfg.train.amp and topo.device.type == "cuda")
-    start, best, history = _resume(out, cfg, vocab, model, optimizer, scheduler)
+    start, best, history = _resume(out, cfg, vocab, model, optimizer, scheduler, scaler)
     if start >= cfg.train.epochs:
         log(f"{out / LAST}: already trained for {cfg.train.epochs} epochs; best validation BLEU-4 {best:.4f}")
         return out / BEST
@@ -170,6 +172,7 @@ def train(
                     **payload,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
                     "epoch": epoch,
                     "best_bleu4": max(best, val["bleu4"]),
                 },

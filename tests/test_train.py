@@ -14,8 +14,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from captionlib.checkpoint import load_checkpoint, load_model
-from captionlib.train import BEST, LAST, train
+from captionlib import CaptionModel, Vocabulary
+from captionlib.checkpoint import load_checkpoint, load_model, save_checkpoint
+from captionlib.train import BEST, LAST, _resume, build_optimizer, train
 
 
 def states_equal(a: dict, b: dict) -> bool:
@@ -34,12 +35,26 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 
 def test_checkpoint_holds_everything_and_loads_with_weights_only(tiny_checkpoint):
     last = load_checkpoint(tiny_checkpoint.parent / LAST)
-    assert {"config", "vocab", "model", "optimizer", "scheduler", "epoch", "best_bleu4", "history"} <= last.keys()
+    assert {"config", "vocab", "model", "optimizer", "scheduler", "scaler", "epoch", "best_bleu4", "history"} <= last.keys()
     assert last["epoch"] == 1 and len(last["history"]) == 2
     assert all("val_bleu4" in h and "cross_entropy" in h and "attention_penalty" in h for h in last["history"])
     model, vocab, cfg = load_model(tiny_checkpoint)
     assert not model.training and len(vocab) == model.decoder.vocab_size
     assert not any(p.name.endswith(".tmp") for p in tiny_checkpoint.parent.iterdir())  # atomic writes left nothing
+
+
+def test_resuming_restores_the_mixed_precision_loss_scale(tiny_checkpoint, tmp_path):
+    """A GPU run's GradScaler state goes into last.pt and comes back, so AMP does not restart at scale 65536."""
+    last = load_checkpoint(tiny_checkpoint.parent / LAST)
+    assert last["scaler"] == {}  # this run was on a CPU, without mixed precision
+    reached = {**torch.amp.GradScaler("cpu").state_dict(), "scale": 1024.0, "_growth_tracker": 7}
+    save_checkpoint({**last, "scaler": reached}, tmp_path / LAST)
+    cfg = tiny_config()
+    model = CaptionModel(cfg.model, len(last["vocab"]))
+    optimizer, scheduler = build_optimizer(model, cfg, steps_per_epoch=6)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)  # stands in for a GPU's: the state is the same
+    start, _, _ = _resume(tmp_path, cfg, Vocabulary(last["vocab"]), model, optimizer, scheduler, scaler)
+    assert start == last["epoch"] + 1 and scaler.state_dict() == reached
 
 
 def test_rerunning_a_finished_run_changes_nothing(tiny_checkpoint, capsys):
