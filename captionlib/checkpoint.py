@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import secrets
 import warnings
 import zipfile
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .files import atomic_path
 from .model import CaptionModel
 from .vocab import Vocabulary
 
@@ -23,21 +22,11 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over the target."""
+    """torch.save to a temporary file in the same folder, fsync, then rename over the target (files.atomic_path)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # O_BINARY: Windows only
-    fd = os.open(tmp, flags, 0o666)  # unlike mkstemp's 0600, honours the umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:  # open() honours the umask, unlike mkstemp's 0600
+        torch.save({"format": FORMAT, **payload}, f)
 
 
 def first_sentence(text: str) -> str:
@@ -84,8 +73,7 @@ def model_from_checkpoint(payload: dict, path: str | Path = "<checkpoint>") -> t
     if rows is None or rows.dim() != 2 or rows.size(0) != len(vocab):
         got = "missing" if rows is None else rows.size(0)
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words but the model's embedding has {got} rows")
-    config.model.pretrained = False  # the weights come from the checkpoint, not from torchvision
-    model = CaptionModel(config.model, len(vocab))
+    model = CaptionModel(config.model, len(vocab), load_weights=False)  # the weights come from the checkpoint
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -95,5 +83,6 @@ def model_from_checkpoint(payload: dict, path: str | Path = "<checkpoint>") -> t
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[CaptionModel, Vocabulary, Config]:
-    """Load a trained captioner for inference: (model in eval mode, vocabulary, config)."""
-    return model_from_checkpoint(load_checkpoint(path, map_location), path)
+    """Load a trained captioner for inference: (model in eval mode on map_location, vocabulary, config)."""
+    model, vocab, config = model_from_checkpoint(load_checkpoint(path, map_location), path)
+    return model.to(map_location), vocab, config

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torchvision
 
 from .config import ModelConfig
+from .files import atomic_path
 
 # torchvision builder and weights enum for each supported backbone
 BACKBONES = {
@@ -36,8 +37,8 @@ def install_weights(file: str | os.PathLike) -> str:
     target = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(file))
     if not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copyfile(file, target + ".part")
-        os.replace(target + ".part", target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(file, tmp)
     return target
 
 
@@ -97,7 +98,8 @@ def shapes_cnn(channels: int) -> nn.Sequential:
 class Encoder(nn.Module):
     """Images (B, 3, S, S) -> annotations (B, P, D) with P = grid_size**2."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, load_weights: bool = True):
+        """load_weights=False leaves a pretrained backbone's weights unset, for weights that come from a checkpoint."""
         super().__init__()
         self.name = cfg.encoder
         if cfg.encoder == "shapes_cnn":
@@ -105,7 +107,7 @@ class Encoder(nn.Module):
             self.dim = cfg.encoder_channels
             self.trainable = len(self.stages)  # trained from scratch: every block learns
         else:
-            self.stages = conv_stages(load_backbone(cfg.encoder, cfg.pretrained), cfg.encoder)
+            self.stages = conv_stages(load_backbone(cfg.encoder, cfg.pretrained and load_weights), cfg.encoder)
             self.dim = out_channels(cfg.encoder)
             self.trainable = cfg.fine_tune_blocks if cfg.pretrained else len(self.stages)
         self.pool = nn.AdaptiveAvgPool2d((cfg.grid_size, cfg.grid_size))

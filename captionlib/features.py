@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageCaptionsDataset, ImageRecord, collate_grouped
 from .encoder import Encoder
+from .files import atomic_path
 
 
 def dataset_fingerprint(images: torch.Tensor | list[ImageRecord]) -> str:
@@ -62,19 +63,23 @@ class FeatureCache(Dataset):
 @torch.no_grad()
 def build_feature_cache(encoder: Encoder, dataset: ImageCaptionsDataset, path: Path, key: dict, batch_size: int = 64) -> None:
     """Encode every image once and write float16 annotations; the .json written last marks it complete."""
+    if not len(dataset):
+        raise ValueError("feature cache: the data set has no images to encode")
     encoder.eval()
     device = next(encoder.parameters()).device
-    tmp = path.with_name(path.name + ".part")
-    array = None
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_grouped)
-    for images, _, _, _, indices in loader:
-        features = encoder(images.to(device)).half().cpu().numpy()  # (B, P, D)
-        if array is None:
-            array = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(len(dataset), *features.shape[1:]))
-        array[indices.numpy()] = features
-    array.flush()
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps({**key, "shape": list(array.shape)}))
+    with atomic_path(path) as tmp:
+        array = None
+        for images, _, _, _, indices in loader:
+            features = encoder(images.to(device)).half().cpu().numpy()  # (B, P, D)
+            if array is None:
+                array = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(len(dataset), *features.shape[1:]))  # (N, P, D)
+            array[indices.numpy()] = features
+        array.flush()
+        shape = list(array.shape)
+        del array  # closes the memory map before the rename
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({**key, "shape": shape}))
 
 
 def feature_cache(encoder: Encoder, dataset: ImageCaptionsDataset, root: Path, image_size: int, grid_size: int) -> FeatureCache:

@@ -13,10 +13,10 @@ from .encoder import Encoder
 class CaptionModel(nn.Module):
     """Show, Attend and Tell: Encoder -> Decoder with soft attention."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, load_weights: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
+        self.encoder = Encoder(cfg, load_weights)  # load_weights=False: the weights will come from a checkpoint
         self.decoder = Decoder(vocab_size, self.encoder.dim, cfg)
 
     def forward(

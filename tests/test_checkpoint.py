@@ -186,3 +186,19 @@ def test_train_with_the_same_config_sees_the_run_is_finished(finished_run, capsy
     out, config = finished_run
     assert main(["train", "--out", str(out), "--config", str(config), "--no-progress"]) == 0
     assert "already trained" in capsys.readouterr().out
+
+
+def test_pretrained_encoder_loads_from_the_checkpoint_alone(tmp_path, payload):
+    """A frozen pretrained backbone comes back frozen, with its config unchanged, and torchvision's weights unread."""
+    from captionlib import CaptionModel, Config
+
+    config = Config.from_dict(payload["config"])
+    config.model.encoder, config.model.grid_size, config.model.fine_tune_blocks = "resnet18", 2, 0
+    config.model.pretrained = False  # random weights stand in for ImageNet's, which are not on this machine
+    state = CaptionModel(config.model, len(payload["vocab"])).state_dict()
+    config.model.pretrained = True
+    path = tmp_path / "resnet18.pt"
+    save_checkpoint({**payload, "config": config.to_dict(), "model": state}, path)
+    model, _, loaded = load_model(path)
+    assert loaded.model.pretrained and model.encoder.frozen
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in state.items())

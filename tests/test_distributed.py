@@ -86,3 +86,32 @@ def test_feature_cache_refuses_a_trained_encoder(tmp_path):
     model = CaptionModel(tiny_config().model, 10)
     with pytest.raises(ValueError, match="encoder is being trained"):
         feature_cache(model.encoder, None, tmp_path, 64, 8)
+
+
+def test_feature_cache_interrupted_or_empty_leaves_no_file(tmp_path):
+    """A build that fails half way leaves neither a partial array nor its metadata; no images is a clear error."""
+    from captionlib.evaluate import split_dataset
+    from captionlib.features import build_feature_cache
+    from captionlib.model import CaptionModel
+    from captionlib.shapes import generate_split
+    from captionlib.vocab import Vocabulary
+
+    cfg = ddp_config()
+    split = generate_split("train", 24, cfg.shapes)
+    vocab = Vocabulary.build(c for caps in split.captions for c in caps)
+    encoder = CaptionModel(cfg.model, len(vocab)).encoder
+    batches = []
+
+    def fails_on_the_second_batch(images):
+        batches.append(len(images))
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return torch.zeros(len(images), 64, encoder.dim)
+
+    dataset = split_dataset(split, vocab, cfg.model.image_size)
+    encoder.forward = fails_on_the_second_batch
+    with pytest.raises(KeyboardInterrupt):
+        build_feature_cache(encoder, dataset, tmp_path / "cache.f16", {}, batch_size=8)
+    assert batches == [8, 8] and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no images"):
+        build_feature_cache(encoder, split_dataset(generate_split("val", 0, cfg.shapes), vocab, 64), tmp_path / "e.f16", {})
