@@ -12,12 +12,13 @@ from captionlib.checkpoint import load_checkpoint
 from captionlib.config import load_config, recipe_names
 from captionlib.train import BEST, LAST
 
-# What the recipe must keep from the paper (§4.3, §5): 14 x 14 ResNet grid, 512-wide model, threshold 5.
+# What the recipe must keep from the paper (§4.3, §5): 14 x 14 ResNet grid, 512-wide model, threshold 5. 448 px,
+# because ResNet-50 divides by 32: at 224 px its 7 x 7 map would only be copied into 2 x 2 blocks (chapter 02).
 PAPER_SIZES = {
     "model.encoder": "resnet50",
     "model.pretrained": True,
     "model.grid_size": 14,
-    "model.image_size": 224,
+    "model.image_size": 448,
     "model.embed_dim": 512,
     "model.attention_dim": 512,
     "model.decoder_dim": 512,
@@ -47,6 +48,20 @@ def test_recipe_is_shipped_with_the_paper_sizes(tmp_path):
         section, name = key.split(".")
         assert cfg[section][name] == value, key
     assert cfg["data"] == "/kaggle/input/flickr8k" and cfg["model"]["fine_tune_blocks"] == 0 and cfg["train"]["feature_cache"]
+
+
+def test_recipe_grid_is_the_encoders_own_not_pooled_up():
+    """The last block's map already has grid_size x grid_size cells, so adaptive pooling copies nothing."""
+    import torch
+
+    from captionlib.encoder import Encoder
+
+    model = load_config("flickr8k_kaggle").model
+    model.pretrained = False  # shapes only: no weights needed
+    size = model.image_size
+    with torch.device("meta"):
+        last_block = Encoder(model).stages(torch.empty(1, 3, size, size))  # (1, D, H', W')
+    assert tuple(last_block.shape[2:]) == (model.grid_size, model.grid_size)
 
 
 def test_unknown_recipe_or_bad_field_is_a_one_line_error(tmp_path):
