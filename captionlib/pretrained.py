@@ -13,7 +13,12 @@ from .checkpoint import load_checkpoint
 from .config import Config
 from .train import BEST, LAST, train
 
-MODEL_SOURCES = ("config.py", "vocab.py", "shapes.py", "data.py", "encoder.py", "attention.py", "decoder.py", "model.py", "loss.py", "train.py")
+# Every module that train() runs, down to the decoding and BLEU that pick best.pt: a change to any of them retrains.
+MODEL_SOURCES = (
+    "config.py", "vocab.py", "shapes.py", "sources.py", "images.py", "data.py", "features.py", "encoder.py", "attention.py",
+    "decoder.py", "model.py", "loss.py", "distributed.py", "decoding.py", "metrics.py", "evaluate.py", "files.py",
+    "checkpoint.py", "train.py",
+)  # fmt: skip
 
 
 def cache_dir() -> Path:

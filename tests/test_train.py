@@ -93,3 +93,12 @@ def test_sigkill_mid_epoch_then_rerun_gives_identical_weights(tmp_path):
         whole, killed = load_checkpoint(tmp_path / "whole" / name), load_checkpoint(tmp_path / "killed" / name)
         assert states_equal(whole["model"], killed["model"])
         assert whole["epoch"] == killed["epoch"] and whole["history"][-1]["loss"] == killed["history"][-1]["loss"]
+
+
+def test_cached_model_key_covers_every_module_training_imports():
+    """pretrained.MODEL_SOURCES hashes the files that train the book's model; one left out would let a stale one be reused."""
+    from captionlib.pretrained import MODEL_SOURCES
+
+    code = "import sys, captionlib.train; print(*(m for m in sys.modules if m.startswith('captionlib.')))"
+    modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert {m.removeprefix("captionlib.") + ".py" for m in modules} == set(MODEL_SOURCES)
