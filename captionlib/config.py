@@ -25,7 +25,7 @@ class ShapesConfig:
 
 @dataclass
 class ModelConfig:
-    """Sizes of the encoder, attention and decoder (the paper uses 2048/512/512/512)."""
+    """Sizes of the encoder, attention and decoder (the paper: VGG annotations of D = 512, m = n = 512)."""
 
     encoder: str = "shapes_cnn"  # "shapes_cnn" | "resnet18/50/101/152" | "mobilenet_v2"
     pretrained: bool = False  # load ImageNet weights through torchvision's weights API

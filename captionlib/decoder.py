@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from .attention import SoftAttention
 from .config import ModelConfig
 
-State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (B, n)
+State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (R, n): a row per image, or per hypothesis in beam search
 
 
 class Decoder(nn.Module):
@@ -23,7 +23,7 @@ class Decoder(nn.Module):
         self.attention = SoftAttention(D, n, cfg.attention_dim)
         self.init_h = nn.Linear(D, n)  # f_init,h
         self.init_c = nn.Linear(D, n)  # f_init,c
-        self.f_beta = nn.Linear(n, D)  # gating scalar per channel, §4.2.1
+        self.f_beta = nn.Linear(n, D)  # gate, §4.2.1: one per channel (the paper's β is a scalar; chapter 05)
         self.lstm = nn.LSTMCell(m + D, n)  # input: [E y_{t-1}; ẑ_t]
         self.L_h = nn.Linear(n, m)  # deep output, eq. 7
         self.L_z = nn.Linear(D, m)

@@ -24,7 +24,10 @@ def caption_loss(
     alphas: torch.Tensor,  # (N, T, P), zero past each caption's end
     attention_lambda: float,
 ) -> LossTerms:
-    """-log p(y|x) over real tokens + λ Σ_i (1 - Σ_t α_ti)²."""
+    """-log p(y|x) per real token + λ Σ_i (1 - Σ_t α_ti)² per caption.
+
+    The paper sums -log p over a caption's words, so its λ corresponds to λ / (mean caption length) here.
+    """
     T = logits.size(1)
     targets = captions[:, 1 : T + 1]  # (N, T) word t+1 is predicted at step t
     real = torch.arange(T, device=lengths.device) < (lengths - 1).unsqueeze(1)  # (N, T) not padding

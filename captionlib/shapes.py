@@ -21,7 +21,7 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = {"small": 0.09, "large": 0.17}  # half-extent as a fraction of the image side
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # every data source has these three (sources.SPLIT_NAMES)
 
 
 @dataclass(frozen=True)
@@ -167,16 +167,17 @@ def export_flickr8k(world: dict[str, ShapesSplit], out_dir: str | Path) -> Path:
     """Write the Flickr8k Kaggle layout (Images/ + captions.txt) plus the official split lists."""
     from PIL import Image
 
+    from .flickr import SPLIT_LISTS  # the official list names, which read_flickr looks for
+
     out = Path(out_dir)
     (out / "Images").mkdir(parents=True, exist_ok=True)
-    split_files = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
     rows = []
     for name, split in world.items():
         names = [split.image_name(i) for i in range(len(split))]
         for i, file_name in enumerate(names):
             Image.fromarray(split.images[i].permute(1, 2, 0).numpy()).save(out / "Images" / file_name)
             rows.extend((file_name, c) for c in split.captions[i])
-        (out / split_files[name]).write_text("".join(f"{n}\n" for n in names))
+        (out / SPLIT_LISTS[name]).write_text("".join(f"{n}\n" for n in names))
     with open(out / "captions.txt", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["image", "caption"])

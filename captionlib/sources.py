@@ -17,10 +17,9 @@ import torch
 
 from .config import Config
 from .data import ImageRecord
+from .shapes import SPLITS as SPLIT_NAMES  # train, val, test: the splits of every data source
 from .shapes import ShapeObject, generate
 from .vocab import tokenize
-
-SPLIT_NAMES = ("train", "val", "test")
 
 # Why a row was skipped: the first word of every report line after FILE:LINE.
 MALFORMED, UNSAFE_PATH, MISSING_IMAGE = "malformed", "unsafe path", "missing image"
