@@ -26,6 +26,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)  # atomic: readers see the old file or the new one
+        if os.name == "posix":  # and the rename itself reaches the disk (Windows cannot open a folder)
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
