@@ -23,9 +23,9 @@ class Captioner:
         self.transform = image_transform(config.model.image_size)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "Captioner":
-        """Load a checkpoint written by training (weights_only, nothing executed)."""
-        return cls(*load_model(path))
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Captioner":
+        """Load a checkpoint written by training (weights_only, nothing executed) onto `device`."""
+        return cls(*load_model(path, device))
 
     @property
     def grid_size(self) -> int:
@@ -37,7 +37,8 @@ class Captioner:
         """Decode captions for RGB PIL images, batched."""
         if not images:
             return []
-        batch = torch.stack([self.transform(im) for im in images])  # (B, 3, S, S)
+        device = next(self.model.parameters()).device
+        batch = torch.stack([self.transform(im) for im in images]).to(device)  # (B, 3, S, S)
         annotations = self.model.encoder(batch)  # (B, P, D)
         limit = max_len or self.config.train.max_caption_len
         return decode(self.model.decoder, annotations, beam_size, limit, length_penalty)

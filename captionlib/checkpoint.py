@@ -53,6 +53,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: {reason}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "CUDA device" in detail and not torch.cuda.is_available():
+            raise CheckpointError(f"{path}: asked to load onto a GPU, but torch sees none; load it with map_location='cpu'") from None
         raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({first_sentence(detail)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a captionlib checkpoint (no '{FORMAT}' marker)")

@@ -50,26 +50,36 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from .sources import load_splits
     from .train import train
 
     cfg = build_config(args)
     best = train(cfg, args.out, progress=not args.no_progress, splits=load_splits(cfg, strict=args.strict))
+    if dist.is_initialized():  # under torchrun: this process joined the group in train(), and leaves it here
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank:
+            return EXIT_OK  # rank 0 alone reports
     print(f"best checkpoint: {best}")
     return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .distributed import resolve_device
     from .evaluate import evaluate
     from .sources import load_splits
 
-    model, vocab, cfg = load_model(args.checkpoint)
+    model, vocab, cfg = load_model(args.checkpoint, resolve_device(args.device, setting="--device"))
     if args.data:
         cfg.data = args.data
     split = load_splits(cfg, strict=args.strict)[args.split]
     max_len = args.max_len or cfg.train.max_caption_len
-    result = evaluate(model, vocab, split, args.beam_size, max_len, args.length_penalty, coco=args.metrics == "coco")
+    result = evaluate(
+        model, vocab, split, args.beam_size, max_len, args.length_penalty, coco=args.metrics == "coco", num_workers=cfg.train.num_workers
+    )
     result = {"split": args.split, "images": len(split), "beam_size": args.beam_size, **result}
     if args.json:
         print(json.dumps(result))
@@ -81,9 +91,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     from .captioner import Captioner
+    from .distributed import resolve_device
     from .images import ImageLoadError, open_image
 
-    captioner = Captioner.from_checkpoint(args.checkpoint or _default_checkpoint())
+    captioner = Captioner.from_checkpoint(args.checkpoint or _default_checkpoint(), resolve_device(args.device, setting="--device"))
     status = EXIT_OK
     for i, path in enumerate(args.images):
         try:
@@ -159,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, help="longest caption in words (default: the training config's)")
     p.add_argument("--metrics", choices=["nltk", "coco"], default="nltk", help="coco: also METEOR, ROUGE-L, CIDEr, COCO BLEU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): the GPU when there is one")
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("caption", help="caption image files; bad files are reported, good ones still captioned")
@@ -167,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--attention", metavar="OUT.png", help="save each word's attention over the image")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): the GPU when there is one")
     p.set_defaults(run=cmd_caption)
 
     p = commands.add_parser("shapes", help="the built-in shapes world")

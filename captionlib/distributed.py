@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -23,16 +24,16 @@ class Topology:
         return self.rank == 0
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's GPU when there is one, else the CPU; 'cpu'/'cuda' as asked."""
+def resolve_device(preference: str, local_rank: int = 0, setting: str = "train.device") -> torch.device:
+    """'auto' -> this process's GPU when there is one, else the CPU; 'cpu'/'cuda' as asked. Errors name `setting`."""
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     if preference == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("train.device: 'cuda' asked for but torch sees no GPU")
+            raise ValueError(f"{setting}: 'cuda' asked for but torch sees no GPU")
         return torch.device("cuda", local_rank)
     if preference != "cpu":
-        raise ValueError(f"train.device: {preference!r}; choose auto, cpu or cuda")
+        raise ValueError(f"{setting}: {preference!r}; choose auto, cpu or cuda")
     return torch.device("cpu")
 
 
@@ -44,7 +45,9 @@ def init_distributed(device_preference: str) -> Topology:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # The other ranks wait at a barrier while rank 0 builds the feature cache, which on Flickr takes longer than
+        # the default 10-minute timeout after which the NCCL watchdog would kill the job.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=1))
     return Topology(rank, world_size, device)
 
 

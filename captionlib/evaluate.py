@@ -26,14 +26,16 @@ def predict(
     max_len: int = 24,
     length_penalty: float = 0.0,
     batch_size: int = 100,
+    num_workers: int = 0,
 ) -> list[Caption]:
-    """Captions for every image of the dataset, in order."""
+    """Captions for every image of the dataset, in order; num_workers processes decode the image files."""
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_grouped)
+    pin = device.type == "cuda"  # page-locked batches copy to the GPU while the next ones load
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_grouped, num_workers=num_workers, pin_memory=pin)
     captions: list[Caption] = []
     for images, *_ in loader:
-        annotations = model.encoder(images.to(device))  # (B, P, D)
+        annotations = model.encoder(images.to(device, non_blocking=pin))  # (B, P, D)
         captions += decode(model.decoder, annotations, beam_size, max_len, length_penalty)
     return captions
 
@@ -57,10 +59,12 @@ def evaluate(
     max_len: int = 24,
     length_penalty: float = 0.0,
     coco: bool = False,
+    num_workers: int = 0,
 ) -> dict[str, float]:
     """predict() then score() on one split; coco=True adds pycocoevalcap's metrics on the same captions."""
     cfg = model.cfg
-    captions = predict(model, split_dataset(split, vocab, cfg.image_size), beam_size, max_len, length_penalty)
+    dataset = split_dataset(split, vocab, cfg.image_size)
+    captions = predict(model, dataset, beam_size, max_len, length_penalty, num_workers=num_workers)
     result = score(captions, split, vocab, cfg.grid_size, cfg.image_size)
     if coco:
         from .coco_metrics import coco_scores

@@ -61,13 +61,15 @@ class FeatureCache(Dataset):
 
 
 @torch.no_grad()
-def build_feature_cache(encoder: Encoder, dataset: ImageCaptionsDataset, path: Path, key: dict, batch_size: int = 64) -> None:
+def build_feature_cache(
+    encoder: Encoder, dataset: ImageCaptionsDataset, path: Path, key: dict, batch_size: int = 64, num_workers: int = 0
+) -> None:
     """Encode every image once and write float16 annotations; the .json written last marks it complete."""
     if not len(dataset):
         raise ValueError("feature cache: the data set has no images to encode")
     encoder.eval()
     device = next(encoder.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_grouped)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_grouped, num_workers=num_workers)  # workers decode files
     with atomic_path(path) as tmp:
         array = None
         for images, _, _, _, indices in loader:
@@ -82,7 +84,9 @@ def build_feature_cache(encoder: Encoder, dataset: ImageCaptionsDataset, path: P
         tmp.write_text(json.dumps({**key, "shape": shape}))
 
 
-def feature_cache(encoder: Encoder, dataset: ImageCaptionsDataset, root: Path, image_size: int, grid_size: int) -> FeatureCache:
+def feature_cache(
+    encoder: Encoder, dataset: ImageCaptionsDataset, root: Path, image_size: int, grid_size: int, num_workers: int = 0
+) -> FeatureCache:
     """The cache for this encoder, preprocessing and images: reused when its key matches, built otherwise."""
     if not encoder.frozen:
         raise ValueError("feature cache: the encoder is being trained, so its features change every step")
@@ -92,5 +96,5 @@ def feature_cache(encoder: Encoder, dataset: ImageCaptionsDataset, root: Path, i
     meta = path.with_suffix(".json")
     if not (meta.exists() and {k: v for k, v in json.loads(meta.read_text()).items() if k != "shape"} == json.loads(json.dumps(key))):
         path.parent.mkdir(parents=True, exist_ok=True)
-        build_feature_cache(encoder, dataset, path, key)
+        build_feature_cache(encoder, dataset, path, key, num_workers=num_workers)
     return FeatureCache(path, dataset)

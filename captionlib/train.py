@@ -105,7 +105,8 @@ def train(
 
     out_dir/last.pt is rewritten after every epoch with all training state, so re-running the same
     command after an interruption continues from the last finished epoch and ends with the same
-    weights as an uninterrupted run. No RNG state needs saving: each epoch seeds its data order and
+    weights as an uninterrupted run (bit for bit on a CPU; on a GPU, atomic adds in backward make every run,
+    resumed or not, differ in the last bits). No RNG state needs saving: each epoch seeds its data order and
     dropout from (seed, epoch, rank). out_dir/best.pt holds the model with the best validation BLEU-4.
     Under torchrun every process trains its share of each batch (DistributedDataParallel, gloo on CPU,
     nccl on GPU) and rank 0 alone logs and writes checkpoints.
@@ -128,7 +129,8 @@ def train(
         from .pretrained import cache_dir
 
         def cached():
-            return feature_cache(model.encoder, train_set, cache_dir() / "features", cfg.model.image_size, cfg.model.grid_size)
+            root = cache_dir() / "features"
+            return feature_cache(model.encoder, train_set, root, cfg.model.image_size, cfg.model.grid_size, cfg.train.num_workers)
 
         if topo.is_main:
             cached()  # rank 0 builds the cache (or finds it) while the others wait
@@ -160,7 +162,7 @@ def train(
         sampler.set_epoch(epoch)  # the epoch alone fixes the order, so a resumed run sees the same batches
         torch.manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + topo.rank)  # and the dropout masks, per process
         losses = train_epoch(trained, loader, optimizer, scheduler, scaler, cfg, topo, progress)
-        val = evaluate(model, vocab, splits["val"], cfg.train.val_beam_size, cfg.train.max_caption_len)
+        val = evaluate(model, vocab, splits["val"], cfg.train.val_beam_size, cfg.train.max_caption_len, num_workers=cfg.train.num_workers)
         record = {"epoch": epoch + 1, **losses, **{f"val_{k}": v for k, v in val.items()}, "seconds": time.perf_counter() - began}
         history.append(record)
         if topo.is_main:

@@ -202,3 +202,10 @@ def test_pretrained_encoder_loads_from_the_checkpoint_alone(tmp_path, payload):
     model, _, loaded = load_model(path)
     assert loaded.model.pretrained and model.encoder.frozen
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in state.items())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_loading_onto_a_missing_gpu_says_so(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="onto a GPU, but torch sees none; load it with map_location='cpu'") as info:
+        load_checkpoint(tiny_checkpoint, map_location="cuda")
+    assert_one_line_naming(info.value, tiny_checkpoint)

@@ -168,6 +168,18 @@ def test_evaluate_json_is_one_object(tiny_checkpoint, capsys):
     assert result["beam_size"] == 3 and result["split"] == "test"
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without a GPU")
+@pytest.mark.parametrize("command", ["caption", "evaluate"])
+def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path, tiny_checkpoint, capsys, command):
+    image = tmp_path / "a.png"
+    good_image(image)
+    args = [str(image)] if command == "caption" else []
+    assert main([command, "--checkpoint", str(tiny_checkpoint), "--device", "cuda", *args]) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert errors == ["captionlib: error: --device: 'cuda' asked for but torch sees no GPU"] and not captured.out
+
+
 def test_shapes_export_writes_the_flickr8k_layout(tmp_path, capsys):
     out = tmp_path / "export"
     n_train, n_val, n_test = 6, 2, 3
