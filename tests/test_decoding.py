@@ -79,7 +79,6 @@ def test_beam_of_one_is_greedy():
     assert [c.score for c in greedy] == pytest.approx([c.score for c in beam], abs=1e-4)
 
 
-
 @pytest.mark.parametrize("search", [greedy_decode, lambda dec, a, n: beam_search(dec, a, 3, n)])
 def test_empty_batch_and_zero_length_limit(search):
     """No images give no captions; a limit of 0 words gives each image an empty caption that did not finish."""
