@@ -88,6 +88,22 @@ class Config:
         return cls(**kwargs)
 
 
+# Where a run goes and how fast, not what it learns: a run may resume with other values of these.
+RUNTIME_FIELDS = frozenset({"train.device", "train.num_workers"})
+
+
+def changed_fields(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """(dotted name, saved value, current value) of every field two Config.to_dict() results disagree on."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += [(f"{key}.{name}", a, b) for name, a, b in changed_fields(old, new)]
+        elif old != new:
+            changes.append((key, old, new))
+    return changes
+
+
 def _build(klass, values: dict, section: str):
     """Build one section dataclass, naming the field when a key is unknown."""
     names = {f.name for f in dataclasses.fields(klass)}

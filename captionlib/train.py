@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import Config
+from .config import RUNTIME_FIELDS, Config, changed_fields
 from .data import collate_grouped
 from .distributed import Topology, barrier, global_sum, init_distributed
 from .evaluate import evaluate, split_dataset
@@ -77,13 +77,20 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, cfg: Config, topo: 
 
 
 def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, scheduler, scaler) -> tuple[int, float, list]:
-    """Restore everything from out/last.pt if it exists -> (next epoch, best BLEU-4, history)."""
+    """Restore everything from out/last.pt if it exists -> (next epoch, best BLEU-4, history).
+
+    The run must have the same configuration, except RUNTIME_FIELDS: an interrupted run may go on with more
+    DataLoader workers, or on a GPU after a CPU.
+    """
     path = out / LAST
     if not path.exists():
         return 0, -1.0, []
     state = load_checkpoint(path)
-    if state.get("config") != cfg.to_dict():
-        raise CheckpointError(f"{path}: was written by a different configuration; use another --out or the same options")
+    changes = [c for c in changed_fields(state.get("config", {}), cfg.to_dict()) if c[0] not in RUNTIME_FIELDS]
+    if changes:
+        said = "; ".join(f"{name} = {old!r} there, {new!r} here" for name, old, new in changes[:3])
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise CheckpointError(f"{path}: was written by a different configuration ({said}{more}); use another --out or the same options")
     if state.get("vocab") != vocab.itos:
         raise CheckpointError(f"{path}: its vocabulary ({len(state.get('vocab', []))} words) differs from this data's ({len(vocab)})")
     model.load_state_dict(state["model"])

@@ -168,6 +168,7 @@ def test_train_refuses_to_resume_a_different_config(finished_run, capsys):
     assert main(argv) == 1
     lines = stderr_lines(capsys)
     assert len(lines) == 1 and str(out / "last.pt") in lines[0] and "different configuration" in lines[0], lines
+    assert "model.decoder_dim = 32 there, 48 here" in lines[0], lines  # names what changed
     assert (out / "last.pt").read_bytes() == before
 
 
@@ -185,6 +186,14 @@ def test_train_with_the_same_config_sees_the_run_is_finished(finished_run, capsy
     """The control for the two refusals above: the unchanged folder is accepted."""
     out, config = finished_run
     assert main(["train", "--out", str(out), "--config", str(config), "--no-progress"]) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
+def test_train_resumes_with_other_runtime_settings(finished_run, capsys):
+    """Where a run goes (device, worker processes) is not what it learns: those may change between sessions."""
+    out, config = finished_run
+    runtime = ["--set", "train.device=cpu", "--set", "train.num_workers=2"]
+    assert main(["train", "--out", str(out), "--config", str(config), "--no-progress", *runtime]) == 0
     assert "already trained" in capsys.readouterr().out
 
 
