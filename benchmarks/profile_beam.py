@@ -2,6 +2,8 @@
 
     python benchmarks/profile_beam.py               # the operator table, then tanh vs sigmoid throughput
     python benchmarks/profile_beam.py --threads 1
+    python benchmarks/profile_beam.py --linears     # what batching gains on each matrix product of a decoder step
+    python benchmarks/profile_beam.py --spells 20   # memory bandwidth beside the search's time, round after round
 
 The figures quoted in benchmarks/README.md ("35% in tanh", "0.4 G elements/s") come from this script.
 """
@@ -12,6 +14,7 @@ import argparse
 import time
 
 import torch
+import torch.nn.functional as F
 from run import Sizes, random_annotations, random_decoder
 from torch.profiler import ProfilerActivity, profile
 
@@ -28,17 +31,77 @@ def elements_per_second(op, x: torch.Tensor, reps: int = 20) -> float:
     return x.numel() * reps / (time.perf_counter() - began)
 
 
+def linear_seconds(rows: int, fan_in: int, fan_out: int, reps: int = 30) -> float:
+    """Seconds of one nn.Linear-sized matrix product (rows, fan_in) x (fan_in, fan_out), weights warm in cache."""
+    x, weight, bias = torch.randn(rows, fan_in), torch.randn(fan_out, fan_in), torch.randn(fan_out)
+    F.linear(x, weight, bias)  # warm-up
+    began = time.perf_counter()
+    for _ in range(reps):
+        F.linear(x, weight, bias)  # (rows, fan_out)
+    return (time.perf_counter() - began) / reps
+
+
+def print_linears(decoder, sizes: Sizes, k: int = 5) -> None:
+    """Each matrix product of Decoder.step at k rows (one image's beams) and at k x beam_images rows (all images)."""
+    batch = k * sizes.beam_images
+    total_one, total_all = 0.0, 0.0
+    for name, module in decoder.named_modules():
+        weights = [(name, module.in_features, module.out_features)] if isinstance(module, torch.nn.Linear) else []
+        if isinstance(module, torch.nn.LSTMCell):
+            weights = [(f"{name}.weight_ih", module.input_size, 4 * module.hidden_size), (f"{name}.weight_hh", module.hidden_size, 4 * module.hidden_size)]
+        for label, fan_in, fan_out in weights:
+            if label in ("attention.W_a", "init_h", "init_c"):
+                continue  # applied once per image, not at every step
+            one, every = linear_seconds(k, fan_in, fan_out), linear_seconds(batch, fan_in, fan_out)
+            total_one, total_all = total_one + one, total_all + every
+            print(
+                f"{label:>20} {fan_in:>5} x {fan_out:<5}  {k} rows {one * 1e3:6.2f} ms ({fan_in * fan_out * 4 / one / 1e9:5.1f} GB/s of weights)"
+                f"  {batch} rows {every * 1e3:6.2f} ms ({2 * batch * fan_in * fan_out / every / 1e9:4.0f} GFLOP/s)"
+                f"  batching gains {sizes.beam_images * one / every:4.2f}x"
+            )
+    print(f"{'all of them':>20}  batching gains {sizes.beam_images * total_one / total_all:4.2f}x per image on the matrix products of a step")
+
+
+def calls_per_second(run, seconds: float = 0.3) -> float:
+    """How many times run() completes per second, over about `seconds`."""
+    began, calls = time.perf_counter(), 0
+    while time.perf_counter() - began < seconds:
+        run()
+        calls += 1
+    return calls / (time.perf_counter() - began)
+
+
+def print_spells(decoder, annotations: torch.Tensor, sizes: Sizes, rounds: int) -> None:
+    """Round by round: a large matrix product's speed, a streaming add's bandwidth, one batched k = 5 search's time."""
+    a, b = torch.randn(640, 2048), torch.randn(2048, 3072)  # the size of a step's largest products, 4x
+    source = torch.randn(16 << 20)  # 64 MB, far beyond the caches
+    target = torch.empty_like(source)
+    for round_ in range(rounds):
+        flops = 2 * a.size(0) * a.size(1) * b.size(1) * calls_per_second(lambda: torch.mm(a, b))
+        bandwidth = 2 * source.numel() * 4 * calls_per_second(lambda: torch.add(source, 1, out=target))  # read + write
+        began = time.perf_counter()
+        beam_search(decoder, annotations, 5, sizes.max_len)
+        seconds = time.perf_counter() - began
+        print(f"round {round_ + 1:>2}: matmul {flops / 1e9:4.0f} GFLOP/s, streaming add {bandwidth / 1e9:5.1f} GB/s, batched search {seconds:.2f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rows", type=int, default=25, help="operators to show")
+    parser.add_argument("--linears", action="store_true", help="only: each matrix product of a step, 5 rows vs all images' rows")
+    parser.add_argument("--spells", type=int, metavar="ROUNDS", help="only: memory bandwidth and search time, ROUNDS times")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = Sizes()
     decoder = random_decoder(sizes).eval()
+    if args.linears:
+        return print_linears(decoder, sizes)
     annotations = random_annotations(sizes, sizes.beam_images)  # (B, P, D)
     beam_search(decoder, annotations, 5, sizes.max_len)  # warm-up
+    if args.spells:
+        return print_spells(decoder, annotations, sizes, args.spells)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         began = time.perf_counter()
         beam_search(decoder, annotations, 5, sizes.max_len)

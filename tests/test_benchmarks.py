@@ -53,3 +53,15 @@ def test_only_runs_one_group(capsys, monkeypatch):
         torch.set_num_threads(threads)  # leave the rest of the session as it was
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {row["metric"] for row in rows} == BEAM | {"peak_rss_mb", "torch_threads"}
+
+
+def test_profile_beam_times_every_matrix_product_of_a_step():
+    """--linears must not silently skip a product if the decoder's modules are renamed or added."""
+    script = RUN.with_name("profile_beam.py")
+    argv = [sys.executable, str(script), "--linears", "--threads", "1"]
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    named = [line.split()[0] for line in done.stdout.splitlines()]
+    step_products = ["attention.W_h", "attention.w", "f_beta", "lstm.weight_ih", "lstm.weight_hh", "L_h", "L_z", "L_o"]
+    assert sorted(named[:-1]) == sorted(step_products), done.stdout
+    assert done.stdout.splitlines()[-1].strip().startswith("all of them  batching gains"), done.stdout
