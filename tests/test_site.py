@@ -71,6 +71,7 @@ def test_explorer_works_without_kernel_or_network(browser, server):
     page.goto(f"{server}/{EXPLORER_PAGE}", wait_until="load")
     try:
         exercise_explorer(page)
+        search_fields = page.locator("button.search-button-field >> visible=true").count()
         if os.environ.get("CAPTIONLIB_SITE_SCREENSHOT"):  # a full-page picture, for a look by eye
             page.screenshot(path=os.environ["CAPTIONLIB_SITE_SCREENSHOT"], full_page=True)
     except Exception as error:  # say what else went wrong: a missing script often comes from a CDN
@@ -83,3 +84,5 @@ def test_explorer_works_without_kernel_or_network(browser, server):
     assert not remote, f"the page fetched from outside this machine: {remote}"
     assert any(url.endswith(".js") or ".js?" in url for url in requests), "no scripts were requested at all"
     assert not [e for e in page_errors if e not in KNOWN_PAGE_ERRORS], page_errors
+    # The sidebar's; pydata-sphinx-theme >= 0.16 also adds a page-wide header with another unless told not to.
+    assert search_fields == 1, f"{search_fields} search fields on the page"
