@@ -64,10 +64,11 @@ def is_local(url: str) -> bool:
 
 def test_explorer_works_without_kernel_or_network(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    requests, page_errors = [], []
+    requests, page_errors, console_errors = [], [], []
     context.on("request", lambda request: requests.append(request.url))
     page = context.new_page()
     page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
     page.goto(f"{server}/{EXPLORER_PAGE}", wait_until="load")
     try:
         exercise_explorer(page)
@@ -84,5 +85,6 @@ def test_explorer_works_without_kernel_or_network(browser, server):
     assert not remote, f"the page fetched from outside this machine: {remote}"
     assert any(url.endswith(".js") or ".js?" in url for url in requests), "no scripts were requested at all"
     assert not [e for e in page_errors if e not in KNOWN_PAGE_ERRORS], page_errors
+    assert not console_errors, console_errors  # a missing file (a 404) or a theme complaint shows up here
     # The sidebar's; pydata-sphinx-theme >= 0.16 also adds a page-wide header with another unless told not to.
     assert search_fields == 1, f"{search_fields} search fields on the page"
