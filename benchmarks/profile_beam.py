@@ -44,7 +44,7 @@ def linear_seconds(rows: int, fan_in: int, fan_out: int, reps: int = 30) -> floa
 def print_linears(decoder, sizes: Sizes, k: int = 5) -> None:
     """Each matrix product of Decoder.step at k rows (one image's beams) and at k x beam_images rows (all images)."""
     batch = k * sizes.beam_images
-    total_one, total_all = 0.0, 0.0
+    total_one, total_all, weights_per_step = 0.0, 0.0, 0
     for name, module in decoder.named_modules():
         weights = [(name, module.in_features, module.out_features)] if isinstance(module, torch.nn.Linear) else []
         if isinstance(module, torch.nn.LSTMCell):
@@ -53,13 +53,16 @@ def print_linears(decoder, sizes: Sizes, k: int = 5) -> None:
             if label in ("attention.W_a", "init_h", "init_c"):
                 continue  # applied once per image, not at every step
             one, every = linear_seconds(k, fan_in, fan_out), linear_seconds(batch, fan_in, fan_out)
-            total_one, total_all = total_one + one, total_all + every
+            total_one, total_all, weights_per_step = total_one + one, total_all + every, weights_per_step + fan_in * fan_out
             print(
                 f"{label:>20} {fan_in:>5} x {fan_out:<5}  {k} rows {one * 1e3:6.2f} ms ({fan_in * fan_out * 4 / one / 1e9:5.1f} GB/s of weights)"
                 f"  {batch} rows {every * 1e3:6.2f} ms ({2 * batch * fan_in * fan_out / every / 1e9:4.0f} GFLOP/s)"
                 f"  batching gains {sizes.beam_images * one / every:4.2f}x"
             )
-    print(f"{'all of them':>20}  batching gains {sizes.beam_images * total_one / total_all:4.2f}x per image on the matrix products of a step")
+    print(
+        f"{'all of them':>20}  batching gains {sizes.beam_images * total_one / total_all:4.2f}x per image on the matrix products of a step; "
+        f"{weights_per_step / 1e6:.1f}M weights ({weights_per_step * 4 / 1e6:.0f} MB) read per step, {weights_per_step * batch / 1e9:.2f} GMAC at {batch} rows"
+    )
 
 
 def calls_per_second(run, seconds: float = 0.3) -> float:
