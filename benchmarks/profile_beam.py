@@ -76,7 +76,7 @@ def calls_per_second(run, seconds: float = 0.3) -> float:
 
 def print_spells(decoder, annotations: torch.Tensor, sizes: Sizes, rounds: int) -> None:
     """Round by round: a large matrix product's speed, a streaming add's bandwidth, one batched k = 5 search's time."""
-    a, b = torch.randn(640, 2048), torch.randn(2048, 3072)  # the size of a step's largest products, 4x
+    a, b = torch.randn(640, 2048), torch.randn(2048, 3072)  # a large matrix product: bound by arithmetic alone
     source = torch.randn(16 << 20)  # 64 MB, far beyond the caches
     target = torch.empty_like(source)
     for round_ in range(rounds):
