@@ -142,6 +142,11 @@ def cmd_shapes_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device for the commands that run a trained model (train takes --set train.device=...)."""
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): the GPU when there is one")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="captionlib", description="Show, Attend and Tell: train, evaluate and caption.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -170,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, help="longest caption in words (default: the training config's)")
     p.add_argument("--metrics", choices=["nltk", "coco"], default="nltk", help="coco: also METEOR, ROUGE-L, CIDEr, COCO BLEU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): the GPU when there is one")
+    add_device_option(p)
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("caption", help="caption image files; bad files are reported, good ones still captioned")
@@ -179,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--attention", metavar="OUT.png", help="save each word's attention over the image")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): the GPU when there is one")
+    add_device_option(p)
     p.set_defaults(run=cmd_caption)
 
     p = commands.add_parser("shapes", help="the built-in shapes world")
