@@ -50,29 +50,25 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
+    from .distributed import leave_group
     from .sources import load_splits
     from .train import train
 
     cfg = build_config(args)
     best = train(cfg, args.out, progress=not args.no_progress, splits=load_splits(cfg, strict=args.strict))
-    if dist.is_initialized():  # under torchrun: this process joined the group in train(), and leaves it here
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank:
-            return EXIT_OK  # rank 0 alone reports
-    print(f"best checkpoint: {best}")
+    if leave_group():  # under torchrun, rank 0 alone reports
+        print(f"best checkpoint: {best}")
     return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .distributed import resolve_device
+    from .distributed import init_distributed, leave_group
     from .evaluate import evaluate
     from .sources import load_splits
 
-    model, vocab, cfg = load_model(args.checkpoint, resolve_device(args.device, setting="--device"))
+    topo = init_distributed(args.device, setting="--device")  # under torchrun the processes share the decoding
+    model, vocab, cfg = load_model(args.checkpoint, topo.device)
     if args.data:
         cfg.data = args.data
     split = load_splits(cfg, strict=args.strict)[args.split]
@@ -81,6 +77,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, vocab, split, args.beam_size, max_len, args.length_penalty, coco=args.metrics == "coco", num_workers=cfg.train.num_workers
     )
     result = {"split": args.split, "images": len(split), "beam_size": args.beam_size, **result}
+    if not leave_group():
+        return EXIT_OK  # rank 0 alone reports
     if args.json:
         print(json.dumps(result))
     else:

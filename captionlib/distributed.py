@@ -37,11 +37,11 @@ def resolve_device(preference: str, local_rank: int = 0, setting: str = "train.d
     return torch.device("cpu")
 
 
-def init_distributed(device_preference: str) -> Topology:
+def init_distributed(device_preference: str, setting: str = "train.device") -> Topology:
     """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK and join the process group (nccl on GPU, gloo on CPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_preference, local_rank)
+    device = resolve_device(device_preference, local_rank, setting)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -51,18 +51,53 @@ def init_distributed(device_preference: str) -> Topology:
     return Topology(rank, world_size, device)
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of processes): (0, 1) outside torchrun."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _collective_device(values: torch.Tensor) -> torch.device:
+    """Where a collective can take the tensor: nccl moves CUDA tensors only, so CPU ones travel through this GPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+
+
 def global_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes (a no-op in a single process); the result is on the tensor's device."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        # nccl reduces CUDA tensors only, so small CPU tensors (counts, logged losses) travel through this GPU.
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
-        summed = values.to(device, copy=True)
+    if rank_and_world()[1] > 1:
+        summed = values.to(_collective_device(values), copy=True)
         dist.all_reduce(summed, op=dist.ReduceOp.SUM)
         return summed.to(values.device)
     return values
 
 
+def gather_round_robin(shard: torch.Tensor, total: int) -> torch.Tensor:
+    """All `total` rows, in order, on every process, from shards dealt round robin: rank r holds rows r, r+W, r+2W, ...
+
+    shard is (n_r, ...), with the same trailing sizes on every process; a single process gets it back as it is.
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return shard
+    per_rank = -(-total // world)  # ceil(total / W): rank 0 holds this many, later ranks as many or one fewer
+    padded = shard.new_zeros(per_rank, *shard.shape[1:]).to(_collective_device(shard))  # (per_rank, ...)
+    padded[: len(shard)] = shard
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)  # W x (per_rank, ...)
+    rows = torch.stack(gathered, 1).flatten(0, 1)  # (per_rank * W, ...): row j*W + r is rank r's j-th
+    return rows[:total].to(shard.device)  # the padding rows all land at positions >= total
+
+
+def leave_group() -> bool:
+    """Leave torchrun's process group, if this process joined one; True when it is the one that reports (rank 0)."""
+    rank, _ = rank_and_world()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return rank == 0
+
+
 def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if rank_and_world()[1] > 1:
         dist.barrier()

@@ -115,3 +115,21 @@ def test_feature_cache_interrupted_or_empty_leaves_no_file(tmp_path):
     assert batches == [8, 8] and list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="no images"):
         build_feature_cache(encoder, split_dataset(generate_split("val", 0, cfg.shapes), vocab, 64), tmp_path / "e.f16", {})
+
+
+@pytest.mark.slow
+def test_evaluate_under_torchrun_shares_the_decoding_and_scores_like_one_process(tiny_checkpoint):
+    """3 processes decode 6, 5 and 5 of the 16 validation images; rank 0 prints the scores of all 16, in order."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "captionlib", "evaluate", "--checkpoint", str(tiny_checkpoint), "--split", "val", "--device", "cpu", "--json"]
+    one = subprocess.run([sys.executable, *args], check=True, env=env, capture_output=True, text=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3"]
+    three = subprocess.run([*torchrun, *args], env=env, capture_output=True, text=True)
+    assert three.returncode == 0, three.stderr[-3000:]
+    (line,) = three.stdout.splitlines()  # rank 0 alone reports
+    # The same captions matched to the same references: a caption gathered into the wrong place would change
+    # BLEU and grounding. Batches of other sizes may round the last float bit differently, hence approx.
+    expected, result = json.loads(one.stdout), json.loads(line)
+    assert expected["images"] == 16 and result.keys() == expected.keys()
+    for key, value in expected.items():
+        assert result[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key
