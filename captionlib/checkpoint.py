@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import warnings
-import zipfile
 from pathlib import Path
 
 import torch
@@ -48,14 +47,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = str(e).strip().splitlines()
-        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
-        reason = f"refused, holds objects weights_only=True does not load ({first_sentence(detail)})"
-        raise CheckpointError(f"{path}: {reason}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        named = next((line for line in lines if "GLOBAL" in line), None)  # a class or function it would have to import
+        if named:
+            raise CheckpointError(f"{path}: refused, holds objects weights_only=True does not load ({first_sentence(named)})") from None
+        detail = next((line for line in lines if "Unsupported" in line), lines[0] if lines else "")
+        raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({first_sentence(detail)})") from None
+    except Exception as e:  # noqa: BLE001  garbage makes the unpickler raise anything: EOFError, IndexError, struct.error...
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if "CUDA device" in detail and not torch.cuda.is_available():
             raise CheckpointError(f"{path}: asked to load onto a GPU, but torch sees none; load it with map_location='cpu'") from None
-        raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({first_sentence(detail)})") from None
+        raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({type(e).__name__}: {first_sentence(detail)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a captionlib checkpoint (no '{FORMAT}' marker)")
     return payload
@@ -67,15 +68,20 @@ def model_from_checkpoint(payload: dict, path: str | Path = "<checkpoint>") -> t
         config = Config.from_dict(payload["config"])
         vocab = Vocabulary(payload["vocab"])
         state = payload["model"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: incomplete checkpoint ({e})") from None
+    except KeyError as e:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no {e} entry)") from None
+    except (TypeError, ValueError) as e:  # a config value out of its limits, a vocabulary that is not a word list
+        raise CheckpointError(f"{path}: {e}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")
     rows = state.get("decoder.embedding.weight")
     if rows is None or rows.dim() != 2 or rows.size(0) != len(vocab):
         got = "missing" if rows is None else rows.size(0)
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words but the model's embedding has {got} rows")
-    model = CaptionModel(config.model, len(vocab), load_weights=False)  # the weights come from the checkpoint
+    try:
+        model = CaptionModel(config.model, len(vocab), load_weights=False)  # the weights come from the checkpoint
+    except ValueError as e:  # an encoder name this torchvision does not know
+        raise CheckpointError(f"{path}: {e}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

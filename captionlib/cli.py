@@ -10,6 +10,7 @@ from pathlib import Path
 from .config import Config, load_config, recipe_names
 
 EXIT_OK, EXIT_FAILED = 0, 1
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def fail(message: str) -> int:
@@ -25,6 +26,19 @@ def parse_override(text: str) -> tuple[str, str, str]:
     if not sep or not dot:
         raise ValueError(f"--set {text!r}: expected SECTION.FIELD=VALUE, e.g. model.decoder_dim=512")
     return section, name, value
+
+
+def parse_value(text: str, kind: type, value: str):
+    """The VALUE of --set SECTION.FIELD=VALUE as the field's type (bool: true/false, yes/no, on/off, 1/0)."""
+    value = value.strip()
+    if kind is bool and value.lower() in BOOLEANS:
+        return BOOLEANS[value.lower()]
+    if kind is not bool:
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise ValueError(f"--set {text!r}: expected {'true or false' if kind is bool else kind.__name__}")
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -44,9 +58,8 @@ def build_config(args: argparse.Namespace) -> Config:
         part = getattr(cfg, section, None)
         if part is None or not hasattr(part, name):
             raise ValueError(f"--set {text!r}: no config field {section}.{name}")
-        kind = type(getattr(part, name))
-        setattr(part, name, value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
-    return Config.from_dict(cfg.to_dict())  # round trip: validates the result
+        setattr(part, name, parse_value(text, type(getattr(part, name)), value))
+    return Config.from_dict(cfg.to_dict())  # round trip: checks every value against config.LIMITS
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -72,7 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.data:
         cfg.data = args.data
     split = load_splits(cfg, strict=args.strict)[args.split]
-    max_len = args.max_len or cfg.train.max_caption_len
+    max_len = args.max_len if args.max_len is not None else cfg.train.max_caption_len
     result = evaluate(
         model, vocab, split, args.beam_size, max_len, args.length_penalty, coco=args.metrics == "coco", num_workers=cfg.train.num_workers
     )
@@ -92,6 +105,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from .distributed import resolve_device
     from .images import ImageLoadError, open_image
 
+    if args.attention:
+        _check_figure_path(Path(args.attention))  # before any work: a typo should not cost a model load
     captioner = Captioner.from_checkpoint(args.checkpoint or _default_checkpoint(), resolve_device(args.device, setting="--device"))
     status = EXIT_OK
     for i, path in enumerate(args.images):
@@ -107,18 +122,41 @@ def cmd_caption(args: argparse.Namespace) -> int:
         else:
             print(f"{path}\t{' '.join(words)}")
         if args.attention:
-            import matplotlib.pyplot as plt
-
-            from .plots import attention_figure
-
             out = Path(args.attention)
             if len(args.images) > 1:
                 out = out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
-            figure = attention_figure(image, words, caption.alphas, captioner.grid_size, title=Path(path).name)
-            figure.savefig(out, dpi=110)
-            plt.close(figure)  # else matplotlib keeps every figure and warns past 20 images
-            print(f"attention figure: {out}", file=sys.stderr)
+            try:
+                _save_attention(out, image, words, caption, captioner.grid_size, title=Path(path).name)
+            except OSError as e:
+                status = fail(f"{out}: {e.strerror or e}")  # a full disk, say: the other images still go on
     return status
+
+
+def _check_figure_path(out: Path) -> None:
+    """Refuse, before any work, an --attention path whose folder is missing or whose suffix matplotlib cannot write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        raise ValueError(f"--attention {out}: unknown figure format {out.suffix!r}; use one of {', '.join(sorted(formats))}")
+    if not out.parent.resolve().is_dir():
+        raise ValueError(f"--attention {out}: no folder {out.parent}")
+
+
+def _save_attention(out: Path, image, words: list[str], caption, grid_size: int, title: str) -> None:
+    """Write one image's attention figure to out, whole or not at all (files.atomic_path)."""
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_path
+    from .plots import attention_figure
+
+    figure = attention_figure(image, words, caption.alphas, grid_size, title=title)
+    try:
+        with atomic_path(out) as tmp:
+            figure.savefig(tmp, dpi=110, format=out.suffix[1:].lower())  # the temporary name has no telling suffix
+    finally:
+        plt.close(figure)  # else matplotlib keeps every figure and warns past 20 images
+    print(f"attention figure: {out}", file=sys.stderr)
 
 
 def _default_checkpoint() -> Path:
@@ -130,11 +168,8 @@ def _default_checkpoint() -> Path:
 def cmd_shapes_export(args: argparse.Namespace) -> int:
     from .shapes import export_flickr8k, generate
 
-    cfg = Config().shapes
-    for field in ("n_train", "n_val", "n_test", "seed", "image_size"):
-        value = getattr(args, field)
-        if value is not None:
-            setattr(cfg, field, value)
+    given = {field: getattr(args, field) for field in ("n_train", "n_val", "n_test", "seed", "image_size")}
+    cfg = Config.from_dict({"shapes": {k: v for k, v in given.items() if v is not None}}).shapes  # checks the values
     out = export_flickr8k(generate(cfg), args.dir)
     print(f"wrote {cfg.n_train + cfg.n_val + cfg.n_test} images to {out / 'Images'} and captions to {out / 'captions.txt'}")
     return EXIT_OK
@@ -206,9 +241,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if getattr(args, "beam_size", 1) < 1:
         return fail("--beam-size must be at least 1")
+    if getattr(args, "max_len", None) is not None and args.max_len < 1:
+        return fail("--max-len must be at least 1")
     try:
         return args.run(args)
-    except (CheckpointError, WeightsNotFoundError, FileNotFoundError, ValueError, KeyError) as e:
-        return fail(str(e).strip("'\""))
+    except OSError as e:  # FileNotFoundError, IsADirectoryError, a full disk...: the file and the reason
+        return fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    except (CheckpointError, WeightsNotFoundError, ValueError) as e:
+        return fail(str(e))
+    except KeyError as e:  # str() of a KeyError quotes its key
+        return fail(str(e.args[0]) if e.args else "KeyError")
     except KeyboardInterrupt:
         return fail("interrupted")

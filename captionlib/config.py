@@ -75,14 +75,16 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """Inverse of to_dict; unknown keys are an error so typos are caught."""
+        """Inverse of to_dict, checking every value (see LIMITS); unknown keys are an error so typos are caught."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config: expected an object of sections, got {type(d).__name__}")
         sections = {"shapes": ShapesConfig, "model": ModelConfig, "train": TrainConfig}
         kwargs = {}
         for key, value in d.items():
             if key in sections:
                 kwargs[key] = _build(sections[key], value, key)
             elif key == "data":
-                kwargs[key] = value
+                kwargs[key] = _typed(value, "str", "data")
             else:
                 raise ValueError(f"config: unknown field {key!r}")
         return cls(**kwargs)
@@ -104,13 +106,78 @@ def changed_fields(saved: dict, current: dict) -> list[tuple[str, object, object
     return changes
 
 
+# What each field accepts beyond its type: inclusive (low, high) bounds, None for no bound, or a tuple of choices.
+# (model.encoder is checked where the encoder is built, against torchvision's backbones.)
+LIMITS: dict[str, tuple] = {
+    "shapes.image_size": (16, None),  # below 16 px a large shape is drawn no larger than a small one
+    "shapes.n_train": (1, None),
+    "shapes.n_val": (1, None),
+    "shapes.n_test": (1, None),
+    "shapes.min_objects": (1, 3),  # captions count one, two or three shapes
+    "shapes.max_objects": (1, 3),
+    "shapes.seed": (0, None),
+    "model.fine_tune_blocks": (0, None),
+    "model.grid_size": (1, None),
+    "model.image_size": (16, None),
+    "model.embed_dim": (1, None),
+    "model.attention_dim": (1, None),
+    "model.decoder_dim": (1, None),
+    "model.dropout": (0.0, 1.0),
+    "model.encoder_channels": (1, None),
+    "train.epochs": (1, None),
+    "train.batch_images": (1, None),
+    "train.lr": (0.0, None),
+    "train.encoder_lr": (0.0, None),
+    "train.weight_decay": (0.0, None),
+    "train.grad_clip": (0.0, None),
+    "train.attention_lambda": (0.0, None),
+    "train.vocab_threshold": (1, None),
+    "train.max_caption_len": (1, None),
+    "train.seed": (0, None),
+    "train.val_beam_size": (1, None),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.num_workers": (0, None),
+}
+
+
+def _typed(value, kind: str, name: str):
+    """value as the field's type (an int is a fine float, a bool is not an int), else a ValueError naming the field."""
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    python_type = {"int": int, "float": float, "bool": bool, "str": str}[kind]
+    if not isinstance(value, python_type) or (kind == "int" and isinstance(value, bool)):
+        raise ValueError(f"config: {name} = {value!r}: expected {kind}")
+    return value
+
+
+def _check(name: str, value) -> None:
+    """Raise a ValueError naming the field when value is outside LIMITS[name]."""
+    limits = LIMITS.get(name)
+    if limits and isinstance(limits[0], str):
+        if value not in limits:
+            raise ValueError(f"config: {name} = {value!r}: choose from {', '.join(limits)}")
+    elif limits:
+        low, high = limits
+        if value < low or (high is not None and value > high):
+            rule = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ValueError(f"config: {name} = {value!r}: must be {rule}")
+
+
 def _build(klass, values: dict, section: str):
-    """Build one section dataclass, naming the field when a key is unknown."""
-    names = {f.name for f in dataclasses.fields(klass)}
-    unknown = set(values) - names
+    """Build one section dataclass from a dict, naming the field whose key is unknown or whose value is wrong."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config: {section}: expected an object of fields, got {type(values).__name__}")
+    fields = {f.name: f.type for f in dataclasses.fields(klass)}
+    unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f"config: unknown field {section}.{sorted(unknown)[0]}")
-    return klass(**values)
+    typed = {key: _typed(value, fields[key], f"{section}.{key}") for key, value in values.items()}
+    built = klass(**typed)
+    for key in fields:
+        _check(f"{section}.{key}", getattr(built, key))  # defaults included: they satisfy LIMITS too
+    if section == "shapes" and built.min_objects > built.max_objects:
+        raise ValueError(f"config: shapes.min_objects = {built.min_objects} is above shapes.max_objects = {built.max_objects}")
+    return built
 
 
 def recipe_names() -> list[str]:

@@ -36,7 +36,7 @@ def _ranked(score: float, length: int, length_penalty: float) -> float:
 def greedy_decode(decoder: Decoder, annotations: torch.Tensor, max_len: int) -> list[Caption]:
     """Pick the most likely word at every step, for a batch of images (B, P, D) at once."""
     B, P, _ = annotations.shape
-    if B == 0 or max_len == 0:  # nothing to decode: empty captions that did not finish, as beam_search returns
+    if B == 0 or max_len <= 0:  # nothing to decode: empty captions that did not finish, as beam_search returns
         return [Caption([], torch.zeros(0, P), 0.0, False) for _ in range(B)]
     projected = decoder.attention.project(annotations)  # (B, P, A)
     state = decoder.init_state(annotations)  # (B, n) x 2

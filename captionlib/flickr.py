@@ -2,8 +2,9 @@
 
 Splits come from the official Flickr8k lists (Flickr_8k.{train,dev,test}Images.txt) when they sit beside the
 caption file, in the data folder or in Flickr8k_text/. Otherwise (Kaggle's download, Flickr30k) the split is
-seeded: images are ordered by sha256("0:" + image name); the first min(1000, n // 8) (at least 1) go to val, as many more
-to test, the rest to train. The same names always give the same split, on any machine, in any language.
+seeded: the n images the caption file names are ordered by sha256("0:" + image name); the first min(1000, n // 8)
+(at least 1) go to val, as many more to test, the rest to train. The same names always give the same split, on any
+machine, in any language, whichever of their rows or files turn out to be bad.
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .sources import MALFORMED, TEXT_DIRS, BadRow, CaptionRow, LoadReport, Split, assemble, check_rows, find_image_root, image_key
+from .sources import (
+    MALFORMED,
+    TEXT,
+    TEXT_DIRS,
+    BadRow,
+    CaptionRow,
+    LoadReport,
+    Split,
+    assemble,
+    check_rows,
+    find_image_root,
+    image_key,
+)
 
 # Kaggle, the original Flickr8k zip (sic), Flickr30k's original tarball, Flickr30k on Kaggle (results.csv beside it)
 IMAGE_DIRS = ("Images", "Flicker8k_Dataset", "flickr30k-images", "flickr30k_images")
@@ -25,7 +38,7 @@ HELD_OUT = 1000  # val and test images of a seeded split: the size of the offici
 
 def kaggle_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
     """captions.txt: the header 'image,caption', then IMAGE,CAPTION lines; commas in captions may be quoted or not."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open(path, newline="", **TEXT) as f:
         header = f.readline().strip()
         if header != "image,caption":
             raise ValueError(f"{path}:1: expected the header 'image,caption', got {header!r}")
@@ -42,7 +55,7 @@ def kaggle_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
 
 def token_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
     """Flickr8k.token.txt or Flickr30k's results_20130124.token: 'NAME#N<TAB>caption' lines."""
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, **TEXT) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -59,7 +72,7 @@ def token_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
 
 def results_csv_rows(path: Path, folder: str) -> Iterator[CaptionRow | BadRow]:
     """Flickr30k's Kaggle results.csv: the header 'image_name| comment_number| comment', then 'NAME| N| caption' lines."""
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, **TEXT) as f:
         header = f.readline()
         if [field.strip() for field in header.split("|")] != RESULTS_CSV_HEADER:
             raise ValueError(f"{path}:1: expected the header 'image_name| comment_number| comment', got {header.strip()!r}")
@@ -93,7 +106,7 @@ def listed_members(lists: dict[str, Path], folder: str) -> dict[str, list[tuple[
     """{split: [(image key, FILE:LINE)]} from split lists holding one image name per line."""
     members = {}
     for split, path in lists.items():
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = path.read_text(**TEXT).splitlines()
         members[split] = [(image_key(folder, name.strip()), f"{path}:{n}") for n, name in enumerate(lines, start=1) if name.strip()]
     return members
 
@@ -117,7 +130,9 @@ def read_flickr(caption_file: Path, format: str, report: LoadReport) -> dict[str
         members = listed_members(lists, folder)
         report.split_rule = f"official split lists in {lists['train'].parent}"
     else:
-        members = seeded_members(table.captions)
+        # Every image the caption file names takes part, even one skipped for a bad row or a missing file, so
+        # that fixing or losing a file does not move the others across the split boundaries (train into test).
+        members = seeded_members(table.named)
         n_held = len(members["val"])
         report.split_rule = f"no split lists, so seeded by image name: {n_held} val, {n_held} test, the rest train"
     return assemble(table, root, members, report)

@@ -48,6 +48,8 @@ def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Ima
                 raise ImageLoadError(f"{label}: is a directory, not an image")
             stream = path.open("rb")
         with warnings.catch_warnings():
+            # Pillow's UserWarnings ("Corrupt EXIF data", ...) accompany images it still decodes: not worth a line.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only warns between 1x and 2x its pixel limit; treat both as bombs.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with stream, Image.open(stream) as image:

@@ -30,7 +30,12 @@ KARPATHY_SPLITS = ("train", "val", "test", "restval")
 
 def read_entries(path: Path) -> list:
     """The file's list of image entries."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#x} at offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise ValueError(f"{path}: expected a JSON object with an 'images' list (Karpathy's dataset_*.json)")  # noqa: TRY004 -- a data error, reported like the others

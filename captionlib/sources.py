@@ -35,6 +35,10 @@ CAPTION_FILES = {
 }
 TEXT_DIRS = (".", "Flickr8k_text")
 
+# How caption files are opened: a BOM is dropped, and a byte that is not UTF-8 becomes a lone surrogate
+# (U+DC80..U+DCFF) that check_rows reports with its FILE:LINE, instead of one bad byte failing the whole file.
+TEXT = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
+
 
 @dataclass
 class Split:
@@ -169,6 +173,10 @@ def check_rows(rows: Iterable[CaptionRow | BadRow], root: Path, report: LoadRepo
             continue
         key = row.key
         table.named.add(key)
+        undecodable = next((ch for ch in row.image + row.caption if "\udc80" <= ch <= "\udcff"), None)
+        if undecodable:
+            report.skip(BadRow(row.where, MALFORMED, f"not UTF-8 text (byte {ord(undecodable) - 0xDC00:#x})"))
+            continue
         if key not in problems:
             problems[key] = image_problem(row.folder, row.image, root)
         if problems[key]:
@@ -238,7 +246,7 @@ def sniff_format(path: Path) -> str:
     """
     if path.suffix == ".json":
         return "karpathy"
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, **TEXT) as f:
         first = f.readline()
     return "token" if "\t" in first else "results_csv" if "|" in first else "kaggle"
 

@@ -86,6 +86,9 @@ def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, schedul
     if not path.exists():
         return 0, -1.0, []
     state = load_checkpoint(path)
+    missing = [key for key in ("config", "vocab", "model", "optimizer", "scheduler", "epoch", "best_bleu4", "history") if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a resumable last.pt (no {missing[0]!r} entry); use another --out")
     changes = [c for c in changed_fields(state.get("config", {}), cfg.to_dict()) if c[0] not in RUNTIME_FIELDS]
     if changes:
         said = "; ".join(f"{name} = {old!r} there, {new!r} here" for name, old, new in changes[:3])
@@ -147,7 +150,8 @@ def train(
     if per_process * topo.world_size != cfg.train.batch_images:
         raise ValueError(f"train.batch_images={cfg.train.batch_images} does not split evenly over {topo.world_size} processes")
     # One sampler for 1 or many processes: the same seeded permutation, rank r taking every world_size-th image,
-    # so the union of the processes' batches at step k is exactly the single-process batch k.
+    # so the union of the processes' batches at step k is exactly the single-process batch k. (When the image count
+    # is not a multiple of world_size, the sampler first repeats a few images to even the shares out; logged below.)
     sampler = DistributedSampler(train_set, topo.world_size, topo.rank, shuffle=True, seed=cfg.train.seed)
     loader = DataLoader(train_set, per_process, sampler=sampler, collate_fn=collate_grouped, num_workers=cfg.train.num_workers)
     optimizer, scheduler = build_optimizer(model, cfg, len(loader))
@@ -163,6 +167,9 @@ def train(
         f"{len(train_set)} training images, vocabulary {len(vocab)}, {n_params / 1e6:.2f}M trainable parameters, "
         f"{topo.world_size} process(es) on {topo.device.type}"
     )
+    if len(train_set) % topo.world_size:
+        repeats = topo.world_size - len(train_set) % topo.world_size
+        log(f"{len(train_set)} images do not split evenly over {topo.world_size} processes: each epoch repeats {repeats} of them")
     trained = DistributedDataParallel(model) if topo.world_size > 1 else model
     for epoch in range(start, cfg.train.epochs):
         began = time.perf_counter()

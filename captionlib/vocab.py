@@ -12,7 +12,7 @@ PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 
 _APOSTROPHES = re.compile(r"['\u2019]")
-_NON_WORD = re.compile(r"[^a-z0-9]+")
+_NON_WORD = re.compile(r"[\W_]+")  # \W: not a letter or digit of any script ("café" stays whole)
 
 
 def tokenize(text: str) -> list[str]:

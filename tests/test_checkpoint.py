@@ -73,6 +73,28 @@ def test_truncated_checkpoint(tmp_path, tiny_checkpoint, keep):
     assert_one_line_naming(info.value, path)
 
 
+@pytest.mark.parametrize("garbage", [b".", b"J", b"xyzzy", b"hello, this is not a checkpoint\n", bytes(range(256))])
+def test_garbage_bytes_are_one_line_errors(tmp_path, capsys, garbage):
+    """The unpickler raises IndexError, struct.error, KeyError... on junk; each still gives the one-line error."""
+    path = tmp_path / "junk.pt"
+    path.write_bytes(garbage)
+    with pytest.raises(CheckpointError, match="truncated or not a torch checkpoint") as info:
+        load_model(path)
+    assert_one_line_naming(info.value, path)
+    assert main(["caption", "--checkpoint", str(path), str(tmp_path / "any.png")]) == 1
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0], lines
+
+
+def test_config_value_out_of_its_limits(tmp_path, payload):
+    payload["config"]["model"]["grid_size"] = "8"
+    path = tmp_path / "bad-config.pt"
+    save_checkpoint(payload, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == f"{path}: config: model.grid_size = '8': expected int"
+
+
 @pytest.mark.parametrize("change", [-1, +2])
 def test_vocabulary_that_does_not_fit_the_embedding(tmp_path, payload, change):
     words = payload["vocab"]
@@ -118,14 +140,16 @@ def test_malicious_pickle_runs_no_code(tmp_path, capsys, container):
     path = tmp_path / "evil.pt"
     if container == "torch.save":
         torch.save({"format": "captionlib-checkpoint-v1", "model": {}, "payload": evil}, path)
+        expected = "refused"  # the unpickler reaches the GLOBAL os.system and names it
     else:
         path.write_bytes(pickle.dumps(evil))
-    with pytest.raises(CheckpointError, match="refused") as info:
+        expected = "not a torch checkpoint"  # it stops earlier, at an opcode torch.save never writes
+    with pytest.raises(CheckpointError, match=expected) as info:
         load_model(path)
     assert_one_line_naming(info.value, path)
     assert main(["caption", "--checkpoint", str(path), str(tmp_path / "any.png")]) == 1
     lines = stderr_lines(capsys)
-    assert len(lines) == 1 and str(path) in lines[0] and "refused" in lines[0], lines
+    assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0], lines
     assert not marker.exists(), "loading the checkpoint ran its code"
     # The payload is live: an unsafe load does run it, so the assertion above can fail.
     if container == "raw pickle":
@@ -180,6 +204,13 @@ def test_train_refuses_to_resume_a_different_vocabulary(finished_run, capsys):
     assert main(["train", "--out", str(out), "--config", str(config), "--no-progress"]) == 1
     lines = stderr_lines(capsys)
     assert len(lines) == 1 and str(out / "last.pt") in lines[0] and "vocabulary" in lines[0], lines
+
+
+def test_train_refuses_to_resume_from_a_checkpoint_without_training_state(finished_run, capsys):
+    out, config = finished_run
+    shutil.copy(out / "best.pt", out / "last.pt")  # best.pt holds the model, not the optimiser
+    assert main(["train", "--out", str(out), "--config", str(config), "--no-progress"]) == 1
+    assert stderr_lines(capsys) == [f"captionlib: error: {out / 'last.pt'}: not a resumable last.pt (no 'optimizer' entry); use another --out"]
 
 
 def test_train_with_the_same_config_sees_the_run_is_finished(finished_run, capsys):

@@ -149,10 +149,38 @@ def test_failed_caption_attention_writes_no_figure(tmp_path, tiny_checkpoint, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jpg"]
 
 
+@pytest.mark.parametrize(("name", "expected"), [("missing/attention.png", "no folder"), ("attention.xyz", "unknown figure format '.xyz'")])
+def test_attention_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, name, expected):
+    """A typo in --attention used to surface after the first caption and stop the other images."""
+    image = tmp_path / "good.png"
+    good_image(image)
+    out = tmp_path / name
+    assert main(["caption", "--checkpoint", str(tmp_path / "never-loaded.pt"), "--attention", str(out), str(image)]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"captionlib: error: --attention {out}: {expected}"), errors
+
+
 def test_beam_size_must_be_positive(tmp_path, capsys):
     assert main(["caption", "--beam-size", "0", str(tmp_path / "any.png")]) == 1
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and "--beam-size" in errors[0]
+
+
+@pytest.mark.parametrize("max_len", ["0", "-1"])
+def test_max_len_must_be_positive(tiny_checkpoint, capsys, max_len):
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--max-len", max_len, "--beam-size", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["captionlib: error: --max-len must be at least 1"]
+
+
+def test_file_system_errors_are_one_line_naming_the_path(tmp_path, capsys):
+    occupied = tmp_path / "a-file"
+    occupied.write_text("not a folder")
+    assert main(["train", "--out", str(occupied), "--set", "shapes.n_train=16", "--no-progress"]) == 1
+    assert main(["shapes", "export", str(occupied), "--n-train", "2", "--n-val", "1", "--n-test", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"captionlib: error: {occupied}: File exists",
+        f"captionlib: error: {occupied / 'Images'}: Not a directory",
+    ]
 
 
 def test_evaluate_json_is_one_object(tiny_checkpoint, capsys):

@@ -15,6 +15,11 @@ def test_tokenize_needs_no_nltk_data():
     assert tokenize("A dog's ball, on the GRASS!") == ["a", "dogs", "ball", "on", "the", "grass"]
 
 
+def test_tokenize_keeps_letters_of_every_script():
+    assert tokenize("A man in a CAFÉ, snake_case") == ["a", "man", "in", "a", "café", "snake", "case"]
+    assert tokenize("Ein Mädchen läuft.") == ["ein", "mädchen", "läuft"]
+
+
 def test_vocabulary_threshold_encode_decode_and_json(tmp_path):
     vocab = Vocabulary.build(["a red circle", "a blue circle", "a red square"], threshold=2)
     assert vocab.itos == ["<pad>", "<start>", "<end>", "<unk>", "a", "circle", "red"]

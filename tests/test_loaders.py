@@ -197,6 +197,27 @@ def test_kaggle_bad_row(tmp_path, case, line, reason, detail):
     check_records(splits, captions)  # every good row is still there, nothing else changed
 
 
+def test_kaggle_line_that_is_not_utf8_is_reported_and_the_rest_load(tmp_path):
+    captions = write_kaggle(tmp_path / "data")
+    path = tmp_path / "data" / "captions.txt"
+    number = append_lines(path, f"{flickr_name(1)},A man sits in a PLACEHOLDER .")
+    path.write_bytes(path.read_bytes().replace(b"PLACEHOLDER", b"caf\xe9"))  # Latin-1, as an old editor would save it
+    bad, splits = only_bad_row(tmp_path / "data", MALFORMED)
+    assert bad.where == f"{path}:{number}" and bad.detail == "not UTF-8 text (byte 0xe9)"
+    check_records(splits, captions)
+
+
+def test_seeded_split_holds_when_an_image_goes_missing(tmp_path):
+    """Split boundaries count every image the caption file names, so losing one file moves no other image."""
+    write_kaggle(tmp_path / "data", n=40, lists=False)
+    before = split_names(read_dataset(tmp_path / "data")[0])
+    lost = before["val"][0]  # an image early in the hash order: every later one would shift if it dropped out
+    (tmp_path / "data" / "Images" / lost).unlink()
+    after, report = read_dataset(tmp_path / "data")
+    assert {bad.reason for bad in report.skipped} == {MISSING_IMAGE}
+    assert split_names(after) == {name: [n for n in names if n != lost] for name, names in before.items()}
+
+
 TOKEN_BAD_LINES = [
     ("no tab", f"{flickr_name(2)}#3 A dog jumps over a log .", "no tab"),
     ("no #n", f"{flickr_name(2)}\tA dog jumps over a log .", "expected NAME#N"),
@@ -245,6 +266,16 @@ def test_karpathy_entry_missing_key(tmp_path):
     path = write_karpathy(tmp_path, entries)
     bad, _ = only_bad_row(tmp_path, MALFORMED)
     assert str(bad) == f"{path}: entry 4 ({names[4]}): malformed: missing key 'sentences'"
+
+
+def test_karpathy_json_with_a_bom_loads_and_broken_json_names_file_and_line(tmp_path):
+    names = [flickr_name(i) for i in range(4)]
+    path = write_karpathy(tmp_path, karpathy_entries(names, ["train", "train", "val", "test"]))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # Windows editors save one
+    assert split_names(read_dataset(tmp_path)[0]) == {"train": names[:2], "val": names[2:3], "test": names[3:]}
+    path.write_text('{"images": [\n  {"filename": "a.jpg",}\n]}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:2: not valid JSON \(Expecting property name"):
+        read_dataset(tmp_path)
 
 
 def test_karpathy_sentence_without_raw(tmp_path):
