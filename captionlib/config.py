@@ -22,6 +22,11 @@ class ShapesConfig:
     max_objects: int = 3
     seed: int = 0
 
+    def __post_init__(self):
+        _check_section(self, "shapes")
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"config: shapes.min_objects = {self.min_objects} is above shapes.max_objects = {self.max_objects}")
+
 
 @dataclass
 class ModelConfig:
@@ -37,6 +42,9 @@ class ModelConfig:
     decoder_dim: int = 256  # n in the paper
     dropout: float = 0.3
     encoder_channels: int = 128  # D for the shapes CNN (ResNet-50 gives 2048)
+
+    def __post_init__(self):
+        _check_section(self, "model")
 
 
 @dataclass
@@ -58,6 +66,9 @@ class TrainConfig:
     amp: bool = True  # float16 autocast + gradient scaling, on GPU only
     feature_cache: bool = True  # with a frozen encoder, encode each training image once (float16 memmap)
     num_workers: int = 0  # DataLoader worker processes (decoding JPEGs of real data sets)
+
+    def __post_init__(self):
+        _check_section(self, "train")
 
 
 @dataclass
@@ -163,21 +174,23 @@ def _check(name: str, value) -> None:
             raise ValueError(f"config: {name} = {value!r}: must be {rule}")
 
 
+def _check_section(section_config, section: str) -> None:
+    """Each field's type and LIMITS, at construction (so also in Python, not only from JSON); errors name the field."""
+    for f in dataclasses.fields(section_config):
+        name = f"{section}.{f.name}"
+        value = _typed(getattr(section_config, f.name), f.type, name)
+        setattr(section_config, f.name, value)  # an int given for a float field becomes a float
+        _check(name, value)
+
+
 def _build(klass, values: dict, section: str):
     """Build one section dataclass from a dict, naming the field whose key is unknown or whose value is wrong."""
     if not isinstance(values, dict):
         raise ValueError(f"config: {section}: expected an object of fields, got {type(values).__name__}")
-    fields = {f.name: f.type for f in dataclasses.fields(klass)}
-    unknown = set(values) - set(fields)
+    unknown = set(values) - {f.name for f in dataclasses.fields(klass)}
     if unknown:
         raise ValueError(f"config: unknown field {section}.{sorted(unknown)[0]}")
-    typed = {key: _typed(value, fields[key], f"{section}.{key}") for key, value in values.items()}
-    built = klass(**typed)
-    for key in fields:
-        _check(f"{section}.{key}", getattr(built, key))  # defaults included: they satisfy LIMITS too
-    if section == "shapes" and built.min_objects > built.max_objects:
-        raise ValueError(f"config: shapes.min_objects = {built.min_objects} is above shapes.max_objects = {built.max_objects}")
-    return built
+    return klass(**values)  # __post_init__ checks the values
 
 
 def recipe_names() -> list[str]:

@@ -80,3 +80,11 @@ def test_config_file_of_the_wrong_shape_names_the_file(tmp_path, capsys):
     path.write_text(json.dumps([]))
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"captionlib: error: {path}: config: expected an object of sections, got list"]
+
+
+def test_sections_built_in_python_are_checked_too():
+    from captionlib.config import ShapesConfig, TrainConfig
+
+    with pytest.raises(ValueError, match=r"^config: shapes.min_objects = 0: must be between 1 and 3$"):
+        ShapesConfig(min_objects=0)  # generate() would never return
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
