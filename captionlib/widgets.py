@@ -46,8 +46,9 @@ def heatmap(image: Image.Image, alpha: torch.Tensor, grid_size: int) -> Image.Im
 
 
 def image_widget(data: bytes, fmt: str, size: tuple[int, int]) -> widgets.Image:
-    """An Image widget shown at its own pixel size (not stretched to the page width)."""
-    return widgets.Image(value=data, format=fmt, layout=widgets.Layout(width=f"{size[0]}px", height=f"{size[1]}px"))
+    """An Image widget shown at its own pixel size: not stretched to the page width, not squeezed by its neighbours."""
+    layout = widgets.Layout(width=f"{size[0]}px", height=f"{size[1]}px", flex="0 0 auto", object_fit="contain")
+    return widgets.Image(value=data, format=fmt, layout=layout)
 
 
 def highlighted(words: Sequence[str], index: int) -> str:
@@ -82,7 +83,10 @@ class AttentionPanel(widgets.VBox):
         self.link = widgets.jslink((self.slider, "index"), (self.stack, "selected_index"))  # runs in the browser
         self.slider.add_class("captionlib-word-slider")  # CSS classes let the browser test find the parts
         self.stack.add_class("captionlib-heatmaps")
-        images = widgets.HBox([widgets.VBox([widgets.HTML("input"), original]), self.stack])
+        # Bottom-aligned, so the two pictures line up however many lines the caption above the heatmap takes;
+        # on a narrow screen the heatmap wraps below the input instead of squeezing it.
+        side_by_side = widgets.Layout(align_items="flex-end", flex_flow="row wrap")
+        images = widgets.HBox([widgets.VBox([widgets.HTML("input"), original]), self.stack], layout=side_by_side)
         super().__init__([self.slider, images])
 
 
