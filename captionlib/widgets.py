@@ -76,7 +76,8 @@ class AttentionPanel(widgets.VBox):
             widgets.VBox([widgets.HTML(highlighted(self.words, i)), image_widget(frame, self.format, shown.size)])
             for i, frame in enumerate(self.frames)
         ]
-        self.stack = widgets.Stack(pages, selected_index=0)
+        # The heatmap side takes the width the input leaves (its caption wraps there), and no less than the picture.
+        self.stack = widgets.Stack(pages, selected_index=0, layout=widgets.Layout(flex="1 1 0", min_width=f"{shown.size[0]}px"))
         self.slider = widgets.SelectionSlider(
             options=[(word, i) for i, word in enumerate(self.words)], description="word", continuous_update=True
         )
