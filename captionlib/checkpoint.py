@@ -66,11 +66,16 @@ def model_from_checkpoint(payload: dict, path: str | Path = "<checkpoint>") -> t
     """Rebuild model, vocabulary and config from a loaded checkpoint, checking they belong together."""
     try:
         config = Config.from_dict(payload["config"])
-        vocab = Vocabulary(payload["vocab"])
-        state = payload["model"]
+        words, state = payload["vocab"], payload["model"]
     except KeyError as e:
         raise CheckpointError(f"{path}: incomplete checkpoint (no {e} entry)") from None
-    except (TypeError, ValueError) as e:  # a config value out of its limits, a vocabulary that is not a word list
+    except ValueError as e:  # a config value out of its limits
+        raise CheckpointError(f"{path}: {e}") from None
+    if not (isinstance(words, list) and all(isinstance(word, str) for word in words)):
+        raise CheckpointError(f"{path}: its 'vocab' entry is not a list of words")
+    try:
+        vocab = Vocabulary(words)
+    except ValueError as e:  # no special tokens first, or a word twice
         raise CheckpointError(f"{path}: {e}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")

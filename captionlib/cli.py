@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def build_config(args: argparse.Namespace) -> Config:
     for text in args.set or []:
         section, name, value = parse_override(text)
         part = getattr(cfg, section, None)
-        if part is None or not hasattr(part, name):
+        if not dataclasses.is_dataclass(part) or name not in {f.name for f in dataclasses.fields(part)}:
             raise ValueError(f"--set {text!r}: no config field {section}.{name}")
         setattr(part, name, parse_value(text, type(getattr(part, name)), value))
     return Config.from_dict(cfg.to_dict())  # round trip: checks every value against config.LIMITS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,7 +134,7 @@ LIMITS: dict[str, tuple] = {
     "model.embed_dim": (1, None),
     "model.attention_dim": (1, None),
     "model.decoder_dim": (1, None),
-    "model.dropout": (0.0, 1.0),
+    "model.dropout": (0.0, 1.0),  # below 1: nn.Dropout(1.0) zeroes everything (EXCLUSIVE)
     "model.encoder_channels": (1, None),
     "train.epochs": (1, None),
     "train.batch_images": (1, None),
@@ -149,15 +150,22 @@ LIMITS: dict[str, tuple] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.num_workers": (0, None),
 }
+# Bounds a value may not take: a rate of 0 learns nothing, a clip norm of 0 zeroes every gradient.
+EXCLUSIVE = {"train.lr": "low", "train.grad_clip": "low", "model.dropout": "high"}
 
 
 def _typed(value, kind: str, name: str):
     """value as the field's type (an int is a fine float, a bool is not an int), else a ValueError naming the field."""
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"config: {name}: {len(str(value))}-digit integer, too large for a float") from None
     python_type = {"int": int, "float": float, "bool": bool, "str": str}[kind]
     if not isinstance(value, python_type) or (kind == "int" and isinstance(value, bool)):
         raise ValueError(f"config: {name} = {value!r}: expected {kind}")
+    if kind == "float" and not math.isfinite(value):  # NaN passes every comparison with a bound
+        raise ValueError(f"config: {name} = {value!r}: must be a finite number")
     return value
 
 
@@ -169,8 +177,14 @@ def _check(name: str, value) -> None:
             raise ValueError(f"config: {name} = {value!r}: choose from {', '.join(limits)}")
     elif limits:
         low, high = limits
-        if value < low or (high is not None and value > high):
-            rule = f"at least {low}" if high is None else f"between {low} and {high}"
+        open_low, open_high = EXCLUSIVE.get(name) == "low", EXCLUSIVE.get(name) == "high"
+        too_low = value < low or (open_low and value == low)
+        too_high = high is not None and (value > high or (open_high and value == high))
+        if too_low or too_high:
+            if high is None:
+                rule = f"above {low}" if open_low else f"at least {low}"
+            else:
+                rule = f"at least {low} and below {high}" if open_high else f"between {low} and {high}"
             raise ValueError(f"config: {name} = {value!r}: must be {rule}")
 
 
@@ -206,7 +220,9 @@ def load_config(name_or_path: str) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{name_or_path}: no such config file or recipe (recipes: {', '.join(recipe_names())})")
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#x})") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     try:

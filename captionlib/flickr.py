@@ -2,9 +2,9 @@
 
 Splits come from the official Flickr8k lists (Flickr_8k.{train,dev,test}Images.txt) when they sit beside the
 caption file, in the data folder or in Flickr8k_text/. Otherwise (Kaggle's download, Flickr30k) the split is
-seeded: the n images the caption file names are ordered by sha256("0:" + image name); the first min(1000, n // 8)
-(at least 1) go to val, as many more to test, the rest to train. The same names always give the same split, on any
-machine, in any language, whichever of their rows or files turn out to be bad.
+seeded: the n images named by a well-formed row of the caption file are ordered by sha256("0:" + image name); the first
+min(1000, n // 8) (at least 1) go to val, as many more to test, the rest to train. The same names always give the same
+split, on any machine, in any language, even when some of their captions or image files turn out to be bad.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ test images) go into train, as in Karpathy's and most later work; restval_to_tra
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +31,13 @@ KARPATHY_SPLITS = ("train", "val", "test", "restval")
 
 def read_entries(path: Path) -> list:
     """The file's list of image entries."""
+    raw = path.read_bytes()
+    body = raw.removeprefix(codecs.BOM_UTF8)  # Windows editors write one
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#x} at offset {e.start})") from None
+        offset = e.start + len(raw) - len(body)  # in the file, BOM included
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#x} at offset {offset})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
     images = data.get("images") if isinstance(data, dict) else None

@@ -171,12 +171,12 @@ def check_rows(rows: Iterable[CaptionRow | BadRow], root: Path, report: LoadRepo
         if isinstance(row, BadRow):
             report.skip(row)
             continue
-        key = row.key
-        table.named.add(key)
         undecodable = next((ch for ch in row.image + row.caption if "\udc80" <= ch <= "\udcff"), None)
-        if undecodable:
+        if undecodable:  # a malformed row: it names no image (and its text could not be printed)
             report.skip(BadRow(row.where, MALFORMED, f"not UTF-8 text (byte {ord(undecodable) - 0xDC00:#x})"))
             continue
+        key = row.key
+        table.named.add(key)
         if key not in problems:
             problems[key] = image_problem(row.folder, row.image, root)
         if problems[key]:

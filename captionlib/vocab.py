@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -12,13 +13,19 @@ PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 
 _APOSTROPHES = re.compile(r"['\u2019]")
-_NON_WORD = re.compile(r"[\W_]+")  # \W: not a letter or digit of any script ("café" stays whole)
+_NON_WORD_ASCII = re.compile(r"[^a-z0-9]+")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase, drop apostrophes ("dog's" -> "dogs"), split on anything not a letter or digit."""
-    text = _APOSTROPHES.sub("", text.lower())
-    return _NON_WORD.sub(" ", text).split()
+    """Lowercase, drop apostrophes ("dog's" -> "dogs"), split on anything not a letter, digit or combining mark.
+
+    Letters of every script count ("café", "mädchen"), with the accents and vowel signs that attach to them (Unicode
+    category M): the text is NFC-normalised first, so a decomposed "e + ◌́" and a precomposed "é" give the same word.
+    """
+    text = _APOSTROPHES.sub("", unicodedata.normalize("NFC", text.lower()))
+    if text.isascii():  # nearly every English caption: the fast path
+        return _NON_WORD_ASCII.sub(" ", text).split()
+    return "".join(ch if ch.isalnum() or unicodedata.category(ch)[0] == "M" else " " for ch in text).split()
 
 
 class Vocabulary:

@@ -86,6 +86,16 @@ def test_garbage_bytes_are_one_line_errors(tmp_path, capsys, garbage):
     assert len(lines) == 1 and str(path) in lines[0], lines
 
 
+@pytest.mark.parametrize("words", [5, None, ["<pad>", 3]])
+def test_vocab_entry_that_is_not_a_word_list(tmp_path, payload, words):
+    payload["vocab"] = words
+    path = tmp_path / "bad-vocab.pt"
+    save_checkpoint(payload, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == f"{path}: its 'vocab' entry is not a list of words"
+
+
 def test_config_value_out_of_its_limits(tmp_path, payload):
     payload["config"]["model"]["grid_size"] = "8"
     path = tmp_path / "bad-config.pt"

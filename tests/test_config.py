@@ -23,7 +23,11 @@ from captionlib.config import Config, load_config, recipe_names
         ({"shapes": {"max_objects": 4}}, "config: shapes.max_objects = 4: must be between 1 and 3"),
         ({"shapes": {"min_objects": 3, "max_objects": 2}}, "config: shapes.min_objects = 3 is above shapes.max_objects = 2"),
         ({"shapes": {"image_size": 8}}, "config: shapes.image_size = 8: must be at least 16"),
-        ({"model": {"dropout": 1.5}}, "config: model.dropout = 1.5: must be between 0.0 and 1.0"),
+        ({"model": {"dropout": 1.5}}, "config: model.dropout = 1.5: must be at least 0.0 and below 1.0"),
+        ({"model": {"dropout": 1.0}}, "config: model.dropout = 1.0: must be at least 0.0 and below 1.0"),  # zeroes all
+        ({"train": {"grad_clip": 0.0}}, "config: train.grad_clip = 0.0: must be above 0.0"),  # zeroes every gradient
+        ({"train": {"lr": float("nan")}}, "config: train.lr = nan: must be a finite number"),  # passes any bound
+        ({"train": {"lr": 10**400}}, "config: train.lr: 401-digit integer, too large for a float"),
         ({"train": {"device": "tpu"}}, "config: train.device = 'tpu': choose from auto, cpu, cuda"),
         ({"data": 3}, "config: data = 3: expected str"),
     ],
@@ -53,6 +57,8 @@ def test_set_reads_booleans_strictly_and_names_the_option():
         ("train.amp=maybe", "--set 'train.amp=maybe': expected true or false"),  # was read as False
         ("model.decoder_dim=abc", "--set 'model.decoder_dim=abc': expected int"),
         ("train.epochs=-1", "config: train.epochs = -1: must be at least 1"),
+        ("data.upper=x", "--set 'data.upper=x': no config field data.upper"),  # a str method, not a field
+        ("shapes.__class__=x", "--set 'shapes.__class__=x': no config field shapes.__class__"),
     ):
         with pytest.raises(ValueError) as raised:
             set_options(text)
@@ -88,3 +94,13 @@ def test_sections_built_in_python_are_checked_too():
     with pytest.raises(ValueError, match=r"^config: shapes.min_objects = 0: must be between 1 and 3$"):
         ShapesConfig(min_objects=0)  # generate() would never return
     assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
+
+
+def test_config_file_with_a_bom_loads_and_one_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"train": {"epochs": 2}}).encode())
+    assert load_config(str(path)).train.epochs == 2
+    path.write_bytes(b'{"data": "caf\xe9"}')
+    with pytest.raises(ValueError) as raised:
+        load_config(str(path))
+    assert str(raised.value) == f"{path}: not UTF-8 text (byte 0xe9)"

@@ -18,6 +18,8 @@ def test_tokenize_needs_no_nltk_data():
 def test_tokenize_keeps_letters_of_every_script():
     assert tokenize("A man in a CAFÉ, snake_case") == ["a", "man", "in", "a", "café", "snake", "case"]
     assert tokenize("Ein Mädchen läuft.") == ["ein", "mädchen", "läuft"]
+    assert tokenize("cafe\u0301") == ["café"]  # decomposed: e + combining acute, NFC-normalised
+    assert tokenize("हिन्दी में एक लड़का") == ["हिन्दी", "में", "एक", "लड़का"]  # vowel signs are combining marks
 
 
 def test_vocabulary_threshold_encode_decode_and_json(tmp_path):

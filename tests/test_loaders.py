@@ -207,11 +207,21 @@ def test_kaggle_line_that_is_not_utf8_is_reported_and_the_rest_load(tmp_path):
     check_records(splits, captions)
 
 
+def test_image_name_that_is_not_utf8_is_reported_in_a_seeded_split(tmp_path):
+    captions = write_kaggle(tmp_path / "data", lists=False)
+    path = tmp_path / "data" / "captions.txt"
+    number = append_lines(path, "PLACEHOLDER.jpg,A dog runs across the sand .")
+    path.write_bytes(path.read_bytes().replace(b"PLACEHOLDER", b"caf\xe9"))
+    bad, splits = only_bad_row(tmp_path / "data", MALFORMED)
+    assert bad.where == f"{path}:{number}" and bad.detail == "not UTF-8 text (byte 0xe9)"
+    check_records(splits, captions)
+
+
 def test_seeded_split_holds_when_an_image_goes_missing(tmp_path):
     """Split boundaries count every image the caption file names, so losing one file moves no other image."""
     write_kaggle(tmp_path / "data", n=40, lists=False)
     before = split_names(read_dataset(tmp_path / "data")[0])
-    lost = before["val"][0]  # an image early in the hash order: every later one would shift if it dropped out
+    lost = before["val"][0]  # a held-out image: in the old rule every image after it in hash order moved up one place
     (tmp_path / "data" / "Images" / lost).unlink()
     after, report = read_dataset(tmp_path / "data")
     assert {bad.reason for bad in report.skipped} == {MISSING_IMAGE}
