@@ -118,40 +118,60 @@ def changed_fields(saved: dict, current: dict) -> list[tuple[str, object, object
     return changes
 
 
-# What each field accepts beyond its type: inclusive (low, high) bounds, None for no bound, or a tuple of choices.
-# (model.encoder is checked where the encoder is built, against torchvision's backbones.)
-LIMITS: dict[str, tuple] = {
-    "shapes.image_size": (16, None),  # below 16 px a large shape is drawn no larger than a small one
-    "shapes.n_train": (1, None),
-    "shapes.n_val": (1, None),
-    "shapes.n_test": (1, None),
-    "shapes.min_objects": (1, 3),  # captions count one, two or three shapes
-    "shapes.max_objects": (1, 3),
-    "shapes.seed": (0, None),
-    "model.fine_tune_blocks": (0, None),
-    "model.grid_size": (1, None),
-    "model.image_size": (16, None),
-    "model.embed_dim": (1, None),
-    "model.attention_dim": (1, None),
-    "model.decoder_dim": (1, None),
-    "model.dropout": (0.0, 1.0),  # below 1: nn.Dropout(1.0) zeroes everything (EXCLUSIVE)
-    "model.encoder_channels": (1, None),
-    "train.epochs": (1, None),
-    "train.batch_images": (1, None),
-    "train.lr": (0.0, None),
-    "train.encoder_lr": (0.0, None),
-    "train.weight_decay": (0.0, None),
-    "train.grad_clip": (0.0, None),
-    "train.attention_lambda": (0.0, None),
-    "train.vocab_threshold": (1, None),
-    "train.max_caption_len": (1, None),
-    "train.seed": (0, None),
-    "train.val_beam_size": (1, None),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.num_workers": (0, None),
+def at_least(low):
+    """A rule for LIMITS: value >= low."""
+    return (lambda value: value >= low), f"at least {low}"
+
+
+def above(low):
+    """A rule for LIMITS: value > low."""
+    return (lambda value: value > low), f"above {low}"
+
+
+def between(low, high, below_high: bool = False):
+    """A rule for LIMITS: low <= value <= high, or < high when below_high."""
+    if below_high:
+        return (lambda value: low <= value < high), f"at least {low} and below {high}"
+    return (lambda value: low <= value <= high), f"between {low} and {high}"
+
+
+def one_of(*choices: str):
+    """A rule for LIMITS: one of the choices."""
+    return (lambda value: value in choices), f"one of {', '.join(choices)}"
+
+
+# What each field accepts beyond its type: (test, the rule in words). model.encoder is checked where the encoder is
+# built, against torchvision's backbones.
+LIMITS = {
+    "shapes.image_size": at_least(16),  # below 16 px a large shape is drawn no larger than a small one
+    "shapes.n_train": at_least(1),
+    "shapes.n_val": at_least(1),
+    "shapes.n_test": at_least(1),
+    "shapes.min_objects": between(1, 3),  # captions count one, two or three shapes
+    "shapes.max_objects": between(1, 3),
+    "shapes.seed": at_least(0),
+    "model.fine_tune_blocks": at_least(0),
+    "model.grid_size": at_least(1),
+    "model.image_size": at_least(16),
+    "model.embed_dim": at_least(1),
+    "model.attention_dim": at_least(1),
+    "model.decoder_dim": at_least(1),
+    "model.dropout": between(0.0, 1.0, below_high=True),  # nn.Dropout(1.0) zeroes everything
+    "model.encoder_channels": at_least(1),
+    "train.epochs": at_least(1),
+    "train.batch_images": at_least(1),
+    "train.lr": above(0.0),  # a rate of 0 learns nothing
+    "train.encoder_lr": at_least(0.0),
+    "train.weight_decay": at_least(0.0),
+    "train.grad_clip": above(0.0),  # a clip norm of 0 zeroes every gradient
+    "train.attention_lambda": at_least(0.0),
+    "train.vocab_threshold": at_least(1),
+    "train.max_caption_len": at_least(1),
+    "train.seed": at_least(0),
+    "train.val_beam_size": at_least(1),
+    "train.device": one_of("auto", "cpu", "cuda"),
+    "train.num_workers": at_least(0),
 }
-# Bounds a value may not take: a rate of 0 learns nothing, a clip norm of 0 zeroes every gradient.
-EXCLUSIVE = {"train.lr": "low", "train.grad_clip": "low", "model.dropout": "high"}
 
 
 def _typed(value, kind: str, name: str):
@@ -170,21 +190,10 @@ def _typed(value, kind: str, name: str):
 
 
 def _check(name: str, value) -> None:
-    """Raise a ValueError naming the field when value is outside LIMITS[name]."""
-    limits = LIMITS.get(name)
-    if limits and isinstance(limits[0], str):
-        if value not in limits:
-            raise ValueError(f"config: {name} = {value!r}: choose from {', '.join(limits)}")
-    elif limits:
-        low, high = limits
-        open_low, open_high = EXCLUSIVE.get(name) == "low", EXCLUSIVE.get(name) == "high"
-        too_low = value < low or (open_low and value == low)
-        too_high = high is not None and (value > high or (open_high and value == high))
-        if too_low or too_high:
-            if high is None:
-                rule = f"above {low}" if open_low else f"at least {low}"
-            else:
-                rule = f"at least {low} and below {high}" if open_high else f"between {low} and {high}"
+    """Raise a ValueError naming the field when value breaks its rule in LIMITS."""
+    if name in LIMITS:
+        test, rule = LIMITS[name]
+        if not test(value):
             raise ValueError(f"config: {name} = {value!r}: must be {rule}")
 
 

@@ -28,7 +28,7 @@ from captionlib.config import Config, load_config, recipe_names
         ({"train": {"grad_clip": 0.0}}, "config: train.grad_clip = 0.0: must be above 0.0"),  # zeroes every gradient
         ({"train": {"lr": float("nan")}}, "config: train.lr = nan: must be a finite number"),  # passes any bound
         ({"train": {"lr": 10**400}}, "config: train.lr: 401-digit integer, too large for a float"),
-        ({"train": {"device": "tpu"}}, "config: train.device = 'tpu': choose from auto, cpu, cuda"),
+        ({"train": {"device": "tpu"}}, "config: train.device = 'tpu': must be one of auto, cpu, cuda"),
         ({"data": 3}, "config: data = 3: expected str"),
     ],
 )
