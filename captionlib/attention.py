@@ -6,22 +6,10 @@ import torch
 import torch.nn as nn
 
 # Elements of the (images, k, P, A) sum inside tanh computed at once on a CPU: 512K floats = 2 MB, about the
-# L2 cache of two cores, so the add, the tanh and the product with w read what the step before just wrote
+# L2 cache of two cores, so the add, the sigmoid and the sum over A read what the step before just wrote
 # (one image's 5 beams at the paper's sizes). Beam search over many images would otherwise allocate hundreds
 # of MB per step. A GPU takes the whole batch in one pass.
 SCORE_CHUNK_ELEMENTS = 1 << 19
-
-
-def tanh_(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) of a temporary x, which it overwrites; on a CPU computed as 2σ(2x) − 1, the same function to 2e-7.
-
-    PyTorch's CPU tanh ran at 0.4-0.7 G elements/s on the machine that built this book, its sigmoid at 3-4
-    (benchmarks/profile_beam.py prints both), and this tanh was a third of a beam search's time.
-    """
-    if x.device.type != "cpu":
-        return x.tanh_()
-    sigma = x.mul_(2).sigmoid_()  # σ(2x), in place: no new 2 MB buffer per chunk
-    return sigma.mul(2).sub_(1)  # out of place: autograd keeps σ for the sigmoid's backward
 
 
 class SoftAttention(nn.Module):
@@ -41,7 +29,18 @@ class SoftAttention(nn.Module):
 
     def score(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """e for k queries per image: projected (B, P, A) = W_a a and query (B, k, A) = W_h h -> (B, k, P)."""
-        return self.w(tanh_(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, k, P)  eq. 4
+        x = projected.unsqueeze(1) + query.unsqueeze(2)  # (B, k, P, A)  W_a a_i + W_h h
+        if x.device.type != "cpu":
+            return self.w(x.tanh_()).squeeze(3)  # (B, k, P)  eq. 4
+        # The same eq. 4 on a CPU, where torch.tanh is several times slower than torch.sigmoid:
+        # tanh x = 2σ(2x) − 1, so  w^T tanh x = 2 w^T σ(2x) − Σ_a w_a.
+        w = self.w.weight.view(-1)  # (A,)
+        sigma = x.mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x), in place: no second buffer
+        # Autograd keeps σ for the backward passes, so training gets a copy; decoding (no grad) works in place. A
+        # sum, not a product with w: it splits its rows between threads as the elementwise passes do, so each core
+        # reads what it wrote itself (benchmarks/README.md measures both).
+        weighted = sigma * w if torch.is_grad_enabled() else sigma.mul_(w)  # (B, k, P, A)
+        return 2 * weighted.sum(3) - w.sum()  # (B, k, P)  eq. 4
 
     def forward(
         self,

@@ -92,7 +92,7 @@ def beam_search(
     for t in range(max_len):
         b = len(searching)
         logits, state, alpha = decoder.step(words, state, annotations, projected)  # (bw, V), _, (bw, P)
-        candidates = (scores.view(b * width, 1) + F.log_softmax(logits, dim=1)).view(b, width * V)  # (b, wV)
+        candidates = F.log_softmax(logits, dim=1).add_(scores.view(b * width, 1)).view(b, width * V)  # (b, wV)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (b, 2k); at most k of them are <end>
         top_beam, top_word = top_index // V, top_index % V  # (b, 2k) each
         is_end = top_word == Vocabulary.end_id  # (b, 2k)

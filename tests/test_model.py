@@ -23,12 +23,34 @@ def test_attention_matches_the_equations_by_hand():
     torch.testing.assert_close(z, (expected_alpha.unsqueeze(2) * a).sum(1))
 
 
+def test_attention_score_is_eq_4_as_written():
+    """On a CPU score computes w^T tanh x as 2 w^T σ(2x) − Σw, in place when no gradient is kept: same values."""
+    torch.manual_seed(0)
+    att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4)
+    projected, query = torch.randn(2, 9, 4), torch.randn(2, 3, 4)  # (B, P, A), (B, k, A)
+    inputs = projected.clone(), query.clone()
+    expected = att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, k, P)
+    torch.testing.assert_close(att.score(projected, query), expected)
+    with torch.no_grad():
+        torch.testing.assert_close(att.score(projected, query), expected)
+    assert projected.equal(inputs[0]) and query.equal(inputs[1])  # the in-place work stays on its own buffer
+
+
 def test_attention_gradients_are_those_of_its_formula():
-    """tanh_ works in place on a CPU (2σ(2x) − 1); autograd must still see the function it computes."""
+    """score works in place on a CPU (σ(2x), then the sum); autograd must still see the function it computes."""
     torch.manual_seed(0)
     att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4).double()
     a, h = torch.randn(2, 9, 6, dtype=torch.double), torch.randn(2, 5, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda h: att(a, att.project(a), h), (h,))
+    # and the weights get the gradients of eq. 4 as written
+    weights = [att.W_a.weight, att.W_h.weight, att.w.weight]
+
+    def gradients(score) -> tuple[torch.Tensor, ...]:
+        projected, query = att.project(a), att.W_h(h).unsqueeze(1)  # (B, P, A), (B, 1, A)
+        return torch.autograd.grad(score(projected, query).square().sum(), weights)
+
+    as_written = lambda projected, query: att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # noqa: E731
+    torch.testing.assert_close(gradients(att.score), gradients(as_written))
 
 
 def test_attention_mask_gives_zero_weight():
