@@ -4,6 +4,7 @@
     python benchmarks/profile_beam.py --threads 1
     python benchmarks/profile_beam.py --linears     # what batching gains on each matrix product of a decoder step
     python benchmarks/profile_beam.py --spells 20   # memory bandwidth beside the search's time, round after round
+    python benchmarks/profile_beam.py --score 40    # the attention score as it is against the earlier one, in turns
 
 The figures quoted in benchmarks/README.md ("35% in tanh", "0.4 G elements/s") come from this script.
 """
@@ -11,6 +12,7 @@ The figures quoted in benchmarks/README.md ("35% in tanh", "0.4 G elements/s") c
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
@@ -19,6 +21,7 @@ from run import Sizes, random_annotations, random_decoder
 from torch.profiler import ProfilerActivity, profile
 
 from captionlib import beam_search
+from captionlib.attention import SoftAttention
 
 
 def elements_per_second(op, x: torch.Tensor, reps: int = 20) -> float:
@@ -88,12 +91,43 @@ def print_spells(decoder, annotations: torch.Tensor, sizes: Sizes, rounds: int) 
         print(f"round {round_ + 1:>2}: matmul {flops / 1e9:4.0f} GFLOP/s, streaming add {bandwidth / 1e9:5.1f} GB/s, batched search {seconds:.2f} s", flush=True)
 
 
+def score_with_product(attention: SoftAttention, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """SoftAttention.score before 2026-11-25: tanh x as 2σ(2x) − 1 into a second buffer, then a product with w."""
+    sigma = (projected.unsqueeze(1) + query.unsqueeze(2)).mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x)
+    return attention.w(sigma.mul(2).sub_(1)).squeeze(3)  # (B, k, P)  eq. 4
+
+
+def print_score_rounds(decoder, annotations: torch.Tensor, sizes: Sizes, rounds: int) -> None:
+    """Round by round: one batched k = 5 search with SoftAttention.score, then one with score_with_product.
+
+    Each search's minor page faults are printed beside its time: a fault is a page the allocator had handed
+    back to the kernel and asks for again.
+    """
+    variants = {"score": SoftAttention.score, "with product": score_with_product}
+    seconds, faults, captions = {}, {}, {}
+    try:
+        for round_ in range(rounds + 1):  # round 0 warms both up
+            for name, method in variants.items():
+                SoftAttention.score = method
+                faults_before, began = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+                captions[name] = [c.tokens for c in beam_search(decoder, annotations, 5, sizes.max_len)]
+                seconds[name] = time.perf_counter() - began
+                faults[name] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+            if round_:
+                cells = ", ".join(f"{name} {seconds[name]:.2f} s ({faults[name]:>5} faults)" for name in variants)
+                print(f"round {round_:>2}: {cells}, ratio {seconds['with product'] / seconds['score']:.2f}", flush=True)
+    finally:
+        SoftAttention.score = variants["score"]
+    assert captions["score"] == captions["with product"], "the two scores gave different captions"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rows", type=int, default=25, help="operators to show")
     parser.add_argument("--linears", action="store_true", help="only: each matrix product of a step, 5 rows vs all images' rows")
     parser.add_argument("--spells", type=int, metavar="ROUNDS", help="only: memory bandwidth and search time, ROUNDS times")
+    parser.add_argument("--score", type=int, metavar="ROUNDS", help="only: the search with this score and the earlier one, in turns")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,6 +139,8 @@ def main() -> None:
     beam_search(decoder, annotations, 5, sizes.max_len)  # warm-up
     if args.spells:
         return print_spells(decoder, annotations, sizes, args.spells)
+    if args.score:
+        return print_score_rounds(decoder, annotations, sizes, args.score)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         began = time.perf_counter()
         beam_search(decoder, annotations, 5, sizes.max_len)
