@@ -32,7 +32,7 @@ class SoftAttention(nn.Module):
         x = projected.unsqueeze(1) + query.unsqueeze(2)  # (B, k, P, A)  W_a a_i + W_h h
         if x.device.type != "cpu":
             return self.w(x.tanh_()).squeeze(3)  # (B, k, P)  eq. 4
-        # The same eq. 4 on a CPU, where torch.tanh is several times slower than torch.sigmoid:
+        # The same e on a CPU, where torch.tanh is several times slower than torch.sigmoid:
         # tanh x = 2σ(2x) − 1, so  w^T tanh x = 2 w^T σ(2x) − Σ_a w_a.
         w = self.w.weight.view(-1)  # (A,)
         sigma = x.mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x), in place: no second buffer
@@ -40,7 +40,7 @@ class SoftAttention(nn.Module):
         # sum, not a product with w: it splits its rows between threads as the elementwise passes do, so each core
         # reads what it wrote itself (benchmarks/README.md measures both).
         weighted = sigma * w if torch.is_grad_enabled() else sigma.mul_(w)  # (B, k, P, A)
-        return 2 * weighted.sum(3) - w.sum()  # (B, k, P)  eq. 4
+        return 2 * weighted.sum(3) - w.sum()  # (B, k, P)  e = 2 w^T σ(2x) − Σ_a w_a
 
     def forward(
         self,

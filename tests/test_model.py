@@ -49,7 +49,9 @@ def test_attention_gradients_are_those_of_its_formula():
         projected, query = att.project(a), att.W_h(h).unsqueeze(1)  # (B, P, A), (B, 1, A)
         return torch.autograd.grad(score(projected, query).square().sum(), weights)
 
-    as_written = lambda projected, query: att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # noqa: E731
+    def as_written(projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, 1, P)  eq. 4
+
     torch.testing.assert_close(gradients(att.score), gradients(as_written))
 
 
