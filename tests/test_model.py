@@ -23,13 +23,18 @@ def test_attention_matches_the_equations_by_hand():
     torch.testing.assert_close(z, (expected_alpha.unsqueeze(2) * a).sum(1))
 
 
+def score_as_written(att: SoftAttention, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 with torch.tanh, as the paper writes it: (B, P, A) and (B, k, A) -> (B, k, P)."""
+    return att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)
+
+
 def test_attention_score_is_eq_4_as_written():
     """On a CPU score computes w^T tanh x as 2 w^T σ(2x) − Σw, in place when no gradient is kept: same values."""
     torch.manual_seed(0)
     att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4)
     projected, query = torch.randn(2, 9, 4), torch.randn(2, 3, 4)  # (B, P, A), (B, k, A)
     inputs = projected.clone(), query.clone()
-    expected = att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, k, P)
+    expected = score_as_written(att, projected, query)  # (B, k, P)
     torch.testing.assert_close(att.score(projected, query), expected)
     with torch.no_grad():
         torch.testing.assert_close(att.score(projected, query), expected)
@@ -49,10 +54,7 @@ def test_attention_gradients_are_those_of_its_formula():
         projected, query = att.project(a), att.W_h(h).unsqueeze(1)  # (B, P, A), (B, 1, A)
         return torch.autograd.grad(score(projected, query).square().sum(), weights)
 
-    def as_written(projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        return att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)  # (B, 1, P)  eq. 4
-
-    torch.testing.assert_close(gradients(att.score), gradients(as_written))
+    torch.testing.assert_close(gradients(att.score), gradients(lambda projected, query: score_as_written(att, projected, query)))
 
 
 def test_attention_mask_gives_zero_weight():
