@@ -1,4 +1,4 @@
-"""Writing a file so that a reader, or a crash, sees the old version or the new one, never half of one."""
+"""Files: where captionlib caches things, and writing a file so that a reader, or a crash, sees the old version or the new one."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """$CAPTIONLIB_CACHE, else ~/.cache/captionlib."""
+    return Path(os.environ.get("CAPTIONLIB_CACHE", Path.home() / ".cache" / "captionlib"))
 
 
 @contextmanager

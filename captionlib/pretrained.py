@@ -5,12 +5,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from .captioner import Captioner
 from .checkpoint import load_checkpoint
 from .config import Config
+from .files import cache_dir  # also importable from here, as before
 from .train import BEST, LAST, train
 
 # Every module that train() runs, down to the decoding and BLEU that pick best.pt: a change to any of them retrains.
@@ -19,11 +19,6 @@ MODEL_SOURCES = (
     "decoder.py", "model.py", "loss.py", "distributed.py", "decoding.py", "metrics.py", "evaluate.py", "files.py",
     "checkpoint.py", "train.py",
 )  # fmt: skip
-
-
-def cache_dir() -> Path:
-    """$CAPTIONLIB_CACHE, else ~/.cache/captionlib."""
-    return Path(os.environ.get("CAPTIONLIB_CACHE", Path.home() / ".cache" / "captionlib"))
 
 
 def cached_checkpoint(config: Config | None = None, progress: bool = False) -> Path:

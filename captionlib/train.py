@@ -18,6 +18,7 @@ from .data import collate_grouped
 from .distributed import Topology, barrier, global_sum, init_distributed
 from .evaluate import evaluate, split_dataset
 from .features import feature_cache
+from .files import cache_dir
 from .loss import caption_loss
 from .model import CaptionModel
 from .sources import Split, load_splits
@@ -136,8 +137,6 @@ def train(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_set = split_dataset(splits["train"], vocab, cfg.model.image_size)
     if cfg.train.feature_cache and model.encoder.frozen:
-        from .pretrained import cache_dir
-
         def cached():
             root = cache_dir() / "features"
             return feature_cache(model.encoder, train_set, root, cfg.model.image_size, cfg.model.grid_size, cfg.train.num_workers)
