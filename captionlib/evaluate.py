@@ -10,6 +10,7 @@ from .decoding import Caption, decode
 from .distributed import gather_round_robin, rank_and_world
 from .metrics import bleu, object_scores
 from .model import CaptionModel
+from .relations import relation_probe, relation_scores
 from .sources import Split
 from .vocab import Vocabulary, tokenize
 
@@ -65,12 +66,13 @@ def _gather_captions(captions: list[Caption], total: int, max_len: int, cells: i
 
 
 def score(captions: list[Caption], split: Split, vocab: Vocabulary, grid_size: int, image_size: int) -> dict[str, float]:
-    """BLEU-1..4 for any split; grounding, hallucination and recall when the split knows its objects."""
+    """BLEU-1..4 for any split; grounding, hallucination, recall and the stated relations when the split knows its objects."""
     hypotheses = [[vocab.itos[i] for i in c.tokens] for c in captions]
     references = [[tokenize(r) for r in refs] for refs in split.captions]
     result = bleu(hypotheses, references)
     if split.objects is not None:
         result |= object_scores(hypotheses, [c.alphas for c in captions], split.objects, grid_size, image_size)
+        result |= relation_scores(hypotheses, split.objects)
     result["unfinished"] = sum(not c.finished for c in captions) / max(len(captions), 1)
     return result
 
@@ -85,7 +87,8 @@ def evaluate(
     coco: bool = False,
     num_workers: int = 0,
 ) -> dict[str, float]:
-    """predict() then score() on one split; coco=True adds pycocoevalcap's metrics on the same captions.
+    """predict() then score() on one split, plus the relation probe where objects are known; coco=True adds
+    pycocoevalcap's metrics on the same captions.
 
     Under torchrun the processes share the decoding and all get the scores; the COCO metrics (a Java METEOR
     each) are computed by rank 0 alone.
@@ -94,6 +97,8 @@ def evaluate(
     dataset = split_dataset(split, vocab, cfg.image_size)
     captions = predict(model, dataset, beam_size, max_len, length_penalty, num_workers=num_workers)
     result = score(captions, split, vocab, cfg.grid_size, cfg.image_size)
+    if split.objects is not None:  # teacher-forced, so the same on every process: each computes it whole
+        result |= relation_probe(model, dataset, split.objects)
     if coco and rank_and_world()[0] == 0:
         from .coco_metrics import coco_scores
 

@@ -1,0 +1,125 @@
+"""Are the stated spatial relations true? Relation accuracy and rate of decoded captions, and a likelihood probe.
+
+BLEU and CHAIR score words and objects; neither can tell "a red circle above a blue square" from "… below …".
+The shapes world knows every object's box, so it can: a relation is true when the world's own caption rule
+(`shapes.relation`) would state it for those two objects.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import pad_captions
+from .metrics import matching_object, named_objects
+from .shapes import ShapeObject, relation
+
+# The word that tells each relation apart ("to the left of" -> "left"), and the word of its opposite.
+RELATION_WORDS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+def true_relation(a: ShapeObject, b: ShapeObject) -> str:
+    """The relation word ('left', 'right', 'above' or 'below') the shapes world states for a relative to b."""
+    if a.centre <= b.centre:  # the order describe() walks objects in: left to right, then top to bottom
+        words = relation(a, b)[0]
+    else:
+        words = relation(b, a)[1]
+    return next(key for key, phrase in RELATION_WORDS.items() if phrase == words)
+
+
+def stated_relations(words: Sequence[str]) -> list[tuple[str, tuple[str | None, str] | None, tuple[str | None, str] | None]]:
+    """(relation word, subject, object) for every relation word; subject and object are (colour, shape) or None.
+
+    The subject is the last object named before the relation, the object the first one named after it.
+    """
+    named = named_objects(words)  # [(position, colour, shape)]
+    found = []
+    for i, word in enumerate(words):
+        if word in RELATION_WORDS:
+            before = [(c, s) for p, c, s in named if p < i]
+            after = [(c, s) for p, c, s in named if p > i]
+            found.append((word, before[-1] if before else None, after[0] if after else None))
+    return found
+
+
+def relation_scores(captions: Sequence[Sequence[str]], objects: Sequence[Sequence[ShapeObject]]) -> dict[str, float]:
+    """relation_accuracy: share of stated relations that are true (an absent or repeated object makes it false);
+    relation_rate: share of images with two or more objects whose caption states a relation."""
+    stated = true = multi = with_relation = 0
+    for words, objs in zip(captions, objects):
+        relations = stated_relations(words)
+        if len(objs) >= 2:
+            multi += 1
+            with_relation += bool(relations)
+        for word, subject, obj in relations:
+            stated += 1
+            a = matching_object(*subject, objs) if subject else None
+            b = matching_object(*obj, objs) if obj else None
+            true += a is not None and b is not None and a is not b and true_relation(a, b) == word
+    return {
+        "relation_accuracy": true / max(stated, 1),
+        "relation_rate": with_relation / max(multi, 1),
+        "relations_stated": stated,
+    }
+
+
+def flipped_captions(words: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(relation word, the caption with that one relation replaced by its opposite), for every relation it states."""
+    return [(w, [*words[:i], OPPOSITE[w], *words[i + 1 :]]) for i, w in enumerate(words) if w in RELATION_WORDS]
+
+
+@torch.no_grad()
+def caption_log_likelihoods(model, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, image_of_caption: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced log p(caption | image), <end> included: images (B, 3, S, S), captions (N, L) -> (N,)."""
+    logits, _ = model(images, captions, lengths, image_of_caption)  # (N, T, V)
+    T = logits.size(1)
+    targets = captions[:, 1 : T + 1]  # (N, T)  word t+1 is predicted at step t
+    logp = F.log_softmax(logits, dim=2).gather(2, targets.unsqueeze(2)).squeeze(2)  # (N, T)
+    real = torch.arange(T, device=lengths.device) < (lengths - 1).unsqueeze(1)  # (N, T)
+    return (logp * real).sum(dim=1)  # (N,)
+
+
+@torch.no_grad()
+def relation_probe(model, dataset, objects: Sequence[Sequence[ShapeObject]], batch_images: int = 100) -> dict[str, float | None]:
+    """Share of (true relational caption, same caption with one relation flipped) pairs the model scores the true one higher.
+
+    Every reference caption of every image with two or more objects that states a relation is compared with each
+    of its one-relation flips; reported overall and per relation word (chance: 0.5).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    vocab = dataset.vocab
+    wins = {w: 0 for w in RELATION_WORDS}
+    total = {w: 0 for w in RELATION_WORDS}
+    multi = [i for i, objs in enumerate(objects) if len(objs) >= 2]
+    for start in range(0, len(multi), batch_images):
+        chunk = multi[start : start + batch_images]
+        images, texts, owners, kinds = [], [], [], []  # kinds: (relation word, index of the true caption's row) per flip
+        for b, index in enumerate(chunk):
+            images.append(dataset[index][0])
+            for caption in dataset.captions[index]:
+                words = vocab.decode(vocab.encode(caption))
+                flips = flipped_captions(words)
+                if not flips:
+                    continue
+                true_row = len(texts)
+                texts.append(words), owners.append(b)
+                for word, flipped in flips:
+                    kinds.append((word, true_row, len(texts)))
+                    texts.append(flipped), owners.append(b)
+        if not kinds:
+            continue
+        ids = [torch.tensor([vocab.start_id, *(vocab.stoi.get(w, vocab.unk_id) for w in t), vocab.end_id]) for t in texts]
+        padded, lengths = pad_captions(ids)  # (N, L), (N,)
+        logp = caption_log_likelihoods(
+            model, torch.stack(images).to(device), padded.to(device), lengths.to(device), torch.tensor(owners, device=device)
+        ).cpu()  # (N,)
+        for word, true_row, flipped_row in kinds:
+            total[word] += 1
+            wins[word] += bool(logp[true_row] > logp[flipped_row])
+    result = {"relation_probe": sum(wins.values()) / max(sum(total.values()), 1)}
+    result |= {f"relation_probe_{w}": wins[w] / total[w] if total[w] else None for w in RELATION_WORDS}  # None: no such relation
+    return result
