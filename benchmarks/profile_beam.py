@@ -4,7 +4,7 @@
     python benchmarks/profile_beam.py --threads 1
     python benchmarks/profile_beam.py --linears     # what batching gains on each matrix product of a decoder step
     python benchmarks/profile_beam.py --spells 20   # memory bandwidth beside the search's time, round after round
-    python benchmarks/profile_beam.py --score 40    # the attention score as it is against the earlier one, in turns
+    python benchmarks/profile_beam.py --score 40    # the CPU attention score as it is against the earlier one, in turns
 
 The figures quoted in benchmarks/README.md ("35% in tanh", "0.4 G elements/s") come from this script.
 """
@@ -92,23 +92,23 @@ def print_spells(decoder, annotations: torch.Tensor, sizes: Sizes, rounds: int) 
 
 
 def score_with_product(attention: SoftAttention, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """SoftAttention.score before 2026-11-25: tanh x as 2σ(2x) − 1 into a second buffer, then a product with w."""
+    """SoftAttention.score_cpu_chunk before 2026-11-25: tanh x as 2σ(2x) − 1 into a second buffer, then a product with w."""
     sigma = (projected.unsqueeze(1) + query.unsqueeze(2)).mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x)
-    return attention.w(sigma.mul(2).sub_(1)).squeeze(3)  # (B, k, P)  eq. 4
+    return attention.w(sigma.mul(2).sub_(1)).squeeze(3)  # (B, k, P)  w^T tanh x
 
 
 def print_score_rounds(decoder, annotations: torch.Tensor, sizes: Sizes, rounds: int) -> None:
-    """Round by round: one batched k = 5 search with SoftAttention.score, then one with score_with_product.
+    """Round by round: one batched k = 5 search with SoftAttention.score_cpu_chunk, then one with score_with_product.
 
     Each search's minor page faults are printed beside its time: a fault is a page the allocator had handed
     back to the kernel and asks for again.
     """
-    variants = {"score": SoftAttention.score, "with product": score_with_product}
+    variants = {"score": SoftAttention.score_cpu_chunk, "with product": score_with_product}
     seconds, faults, captions = {}, {}, {}
     try:
         for round_ in range(rounds + 1):  # round 0 warms both up
             for name, method in variants.items():
-                SoftAttention.score = method
+                SoftAttention.score_cpu_chunk = method
                 faults_before, began = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
                 captions[name] = [c.tokens for c in beam_search(decoder, annotations, 5, sizes.max_len)]
                 seconds[name] = time.perf_counter() - began
@@ -117,7 +117,7 @@ def print_score_rounds(decoder, annotations: torch.Tensor, sizes: Sizes, rounds:
                 cells = ", ".join(f"{name} {seconds[name]:.2f} s ({faults[name]:>5} faults)" for name in variants)
                 print(f"round {round_:>2}: {cells}, ratio {seconds['with product'] / seconds['score']:.2f}", flush=True)
     finally:
-        SoftAttention.score = variants["score"]
+        SoftAttention.score_cpu_chunk = variants["score"]
     assert captions["score"] == captions["with product"], "the two scores gave different captions"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# Elements of the (images, k, P, A) sum inside tanh computed at once on a CPU: 512K floats = 2 MB, about the
+# Elements of the (images, k, P, A) sum inside tanh computed at once on a CPU (score_cpu): 512K floats = 2 MB, about the
 # L2 cache of two cores, so the add, the sigmoid and the sum over A read what the step before just wrote
 # (one image's 5 beams at the paper's sizes). Beam search over many images would otherwise allocate hundreds
 # of MB per step. A GPU takes the whole batch in one pass.
@@ -29,11 +29,22 @@ class SoftAttention(nn.Module):
 
     def score(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """e for k queries per image: projected (B, P, A) = W_a a and query (B, k, A) = W_h h -> (B, k, P)."""
+        x = projected.unsqueeze(1) + query.unsqueeze(2)  # (B, k, P, A)  W_a a_i + W_h h_{t-1}
+        return self.w(torch.tanh(x)).squeeze(3)  # (B, k, P)  eq. 4: e_ti = w^T tanh(W_a a_i + W_h h_{t-1})
+
+    def score_cpu(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """score on a CPU, the same values faster (tests/test_model.py): a few images at a time, each by score_cpu_chunk."""
+        B, P, A = projected.shape
+        step = max(1, SCORE_CHUNK_ELEMENTS // (query.size(1) * P * A))  # images per pass
+        chunks = [self.score_cpu_chunk(projected[i : i + step], query[i : i + step]) for i in range(0, B, step)]  # (step, k, P) each
+        return torch.cat(chunks)  # (B, k, P)
+
+    def score_cpu_chunk(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """score for a few images on a CPU, where torch.tanh is several times slower than torch.sigmoid.
+
+        tanh x = 2σ(2x) − 1, so  w^T tanh x = 2 w^T σ(2x) − Σ_a w_a: the same e.
+        """
         x = projected.unsqueeze(1) + query.unsqueeze(2)  # (B, k, P, A)  W_a a_i + W_h h
-        if x.device.type != "cpu":
-            return self.w(x.tanh_()).squeeze(3)  # (B, k, P)  eq. 4
-        # The same e on a CPU, where torch.tanh is several times slower than torch.sigmoid:
-        # tanh x = 2σ(2x) − 1, so  w^T tanh x = 2 w^T σ(2x) − Σ_a w_a.
         w = self.w.weight.view(-1)  # (A,)
         sigma = x.mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x), in place: no second buffer
         # Autograd keeps σ for the backward passes, so training gets a copy; decoding (no grad) works in place. A
@@ -57,8 +68,8 @@ class SoftAttention(nn.Module):
         """
         B, P, A = projected.shape
         query = self.W_h(h).view(B, -1, A)  # (B, k, A)
-        step = B if h.device.type != "cpu" else max(1, SCORE_CHUNK_ELEMENTS // (query.size(1) * P * A))  # images per pass
-        e = torch.cat([self.score(projected[i : i + step], query[i : i + step]) for i in range(0, B, step)])  # (B, k, P)
+        score = self.score_cpu if h.device.type == "cpu" else self.score  # the same e, computed faster on a CPU
+        e = score(projected, query)  # (B, k, P)
         if mask is not None:
             e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))  # masked cells get α = 0
         alpha = torch.softmax(e, dim=2)  # (B, k, P)  eq. 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from captionlib import CaptionModel, Decoder, ModelConfig, SoftAttention, caption_loss
+from captionlib import attention as attention_module
 from captionlib.encoder import Encoder
 
 SMALL = ModelConfig(embed_dim=16, attention_dim=12, decoder_dim=20, encoder_channels=24, dropout=0.5)
@@ -28,33 +29,59 @@ def score_as_written(att: SoftAttention, projected: torch.Tensor, query: torch.T
     return att.w(torch.tanh(projected.unsqueeze(1) + query.unsqueeze(2))).squeeze(3)
 
 
+def chunked(monkeypatch, images: int, k: int, P: int, A: int) -> None:
+    """score_cpu takes `images` images per pass (the last pass fewer), so every test crosses chunk boundaries."""
+    monkeypatch.setattr(attention_module, "SCORE_CHUNK_ELEMENTS", images * k * P * A)
+
+
 def test_attention_score_is_eq_4_as_written():
-    """On a CPU score computes w^T tanh x as 2 w^T σ(2x) − Σw, in place when no gradient is kept: same values."""
     torch.manual_seed(0)
     att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4)
     projected, query = torch.randn(2, 9, 4), torch.randn(2, 3, 4)  # (B, P, A), (B, k, A)
+    e = att.score(projected, query)  # (B, k, P)
+    assert e.shape == (2, 3, 9)
+    torch.testing.assert_close(e, score_as_written(att, projected, query))
+    torch.testing.assert_close(e[1, 2, 5], att.w.weight[0] @ torch.tanh(projected[1, 5] + query[1, 2]))  # one e_ti by hand
+
+
+def test_attention_score_cpu_is_eq_4_as_written(monkeypatch):
+    """score_cpu computes w^T tanh x as 2 w^T σ(2x) − Σw, in chunks, in place when no gradient is kept: same values."""
+    torch.manual_seed(0)
+    att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4)
+    projected, query = torch.randn(5, 9, 4), torch.randn(5, 3, 4)  # (B, P, A), (B, k, A)
+    chunked(monkeypatch, 2, 3, 9, 4)  # passes of 2, 2 and 1 images
     inputs = projected.clone(), query.clone()
     expected = score_as_written(att, projected, query)  # (B, k, P)
-    torch.testing.assert_close(att.score(projected, query), expected)
+    torch.testing.assert_close(att.score_cpu(projected, query), expected)  # training: autograd through σ
     with torch.no_grad():
-        torch.testing.assert_close(att.score(projected, query), expected)
+        torch.testing.assert_close(att.score_cpu(projected, query), expected)  # decoding: in place
     assert projected.equal(inputs[0]) and query.equal(inputs[1])  # the in-place work stays on its own buffer
 
 
-def test_attention_gradients_are_those_of_its_formula():
-    """score works in place on a CPU (σ(2x), then the sum); autograd must still see the function it computes."""
+def test_attention_score_cpu_gradients_are_those_of_eq_4(monkeypatch):
+    """score_cpu works in place (σ(2x), then the sum); autograd must still see the function it computes."""
     torch.manual_seed(0)
     att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4).double()
-    a, h = torch.randn(2, 9, 6, dtype=torch.double), torch.randn(2, 5, dtype=torch.double, requires_grad=True)
+    a, h = torch.randn(3, 9, 6, dtype=torch.double), torch.randn(3, 5, dtype=torch.double, requires_grad=True)
+    chunked(monkeypatch, 2, 1, 9, 4)  # passes of 2 and 1 images
     assert torch.autograd.gradcheck(lambda h: att(a, att.project(a), h), (h,))
     # and the weights get the gradients of eq. 4 as written
-    weights = [att.W_a.weight, att.W_h.weight, att.w.weight]
+    weights = [att.W_a.weight, att.W_a.bias, att.W_h.weight, att.w.weight]
 
     def gradients(score) -> tuple[torch.Tensor, ...]:
         projected, query = att.project(a), att.W_h(h).unsqueeze(1)  # (B, P, A), (B, 1, A)
         return torch.autograd.grad(score(projected, query).square().sum(), weights)
 
-    torch.testing.assert_close(gradients(att.score), gradients(lambda projected, query: score_as_written(att, projected, query)))
+    torch.testing.assert_close(gradients(att.score_cpu), gradients(lambda projected, query: score_as_written(att, projected, query)))
+
+
+def test_attention_forward_uses_score_cpu_on_a_cpu(monkeypatch):
+    att = SoftAttention(encoder_dim=6, decoder_dim=5, attention_dim=4)
+    a, h = torch.randn(2, 9, 6), torch.randn(2 * 3, 5)  # (B, P, D), (B*k, n)
+    calls = []
+    monkeypatch.setattr(att, "score_cpu", lambda projected, query: calls.append(query.shape) or att.score(projected, query))
+    att(a, att.project(a), h)
+    assert calls == [(2, 3, 4)]  # once, for all images and their k = 3 queries
 
 
 def test_attention_mask_gives_zero_weight():

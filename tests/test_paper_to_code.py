@@ -48,3 +48,12 @@ def test_code_line_marker_is_on_exactly_one_line_inside_a_function(page, text):
 def test_code_at_markers_lie_in_their_function(page, path, name, markers):
     first, last, marked = paper_code.marked_lines(path, name, markers)
     assert len(marked) == len(markers) and all(first <= n <= last for n in marked)
+
+
+def test_eq_4_is_marked_in_score_as_written():
+    """The map's eq. 4 is SoftAttention.score with torch.tanh, as chapter 04 shows it; the CPU kernel has its own line."""
+    path = "captionlib/attention.py"
+    line = paper_code.find_marker(path, "eq. 4")
+    assert paper_code.enclosing(path, line) == "SoftAttention.score"
+    assert "torch.tanh(" in paper_code.source_lines(path)[line - 1]
+    assert paper_code.enclosing(path, paper_code.find_marker(path, "2 * weighted.sum(3)")) == "SoftAttention.score_cpu_chunk"
