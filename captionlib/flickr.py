@@ -14,10 +14,9 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .sources import (
+from .layouts import IMAGE_DIRS, SPLIT_LISTS, TEXT, TEXT_DIRS, find_caption_file
+from .rows import (
     MALFORMED,
-    TEXT,
-    TEXT_DIRS,
     BadRow,
     CaptionRow,
     LoadReport,
@@ -26,12 +25,10 @@ from .sources import (
     check_rows,
     find_image_root,
     image_key,
+    reported,
 )
 
-# Kaggle, the original Flickr8k zip (sic), Flickr30k's original tarball, Flickr30k on Kaggle (results.csv beside it)
-IMAGE_DIRS = ("Images", "Flicker8k_Dataset", "flickr30k-images", "flickr30k_images")
 RESULTS_CSV_HEADER = ["image_name", "comment_number", "comment"]
-SPLIT_LISTS = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
 SPLIT_SEED = 0
 HELD_OUT = 1000  # val and test images of a seeded split: the size of the official Flickr8k lists
 
@@ -140,6 +137,8 @@ def read_flickr(caption_file: Path, format: str, report: LoadReport) -> dict[str
 
 def load_flickr(root: str | Path, strict: bool = False) -> dict[str, Split]:
     """Splits of a Flickr8k/Flickr30k folder (a Kaggle layout or a token file), with the report on stderr."""
-    from .sources import load_dataset
-
-    return load_dataset(root, strict=strict)
+    caption_file, format = find_caption_file(Path(root))
+    if format not in ROW_READERS:
+        raise ValueError(f"{caption_file}: not a Flickr caption file ({format}); captionlib.sources.load_dataset reads every format")
+    report = LoadReport(caption_file, format, strict)
+    return reported(read_flickr(caption_file, format, report), report)

@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from .flickr import IMAGE_DIRS
-from .sources import (
+from .layouts import IMAGE_DIRS
+from .rows import (
     MALFORMED,
     SPLIT_NAMES,
     BadRow,

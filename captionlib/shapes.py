@@ -167,7 +167,7 @@ def export_flickr8k(world: dict[str, ShapesSplit], out_dir: str | Path) -> Path:
     """Write the Flickr8k Kaggle layout (Images/ + captions.txt) plus the official split lists."""
     from PIL import Image
 
-    from .flickr import SPLIT_LISTS  # the official list names, which read_flickr looks for
+    from .layouts import SPLIT_LISTS  # the official list names, which read_flickr looks for
 
     out = Path(out_dir)
     (out / "Images").mkdir(parents=True, exist_ok=True)
