@@ -69,7 +69,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     cfg = build_config(args)
-    best = train(cfg, args.out, progress=not args.no_progress, splits=load_splits(cfg, strict=args.strict))
+    try:
+        best = train(cfg, args.out, progress=not args.no_progress, splits=load_splits(cfg, strict=args.strict))
+    except FloatingPointError:  # train.NonFiniteError: raised on every process at once, with the same line
+        if not leave_group():
+            return EXIT_FAILED  # rank 0 alone reports it
+        raise
     if leave_group():  # under torchrun, rank 0 alone reports
         print(f"best checkpoint: {best}")
     return EXIT_OK
@@ -248,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except OSError as e:  # FileNotFoundError, IsADirectoryError, a full disk...: the file and the reason
         return fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
-    except (CheckpointError, WeightsNotFoundError, ValueError) as e:
+    except (CheckpointError, WeightsNotFoundError, ValueError, FloatingPointError) as e:
         return fail(str(e))
     except KeyError as e:  # str() of a KeyError quotes its key
         return fail(str(e.args[0]) if e.args else "KeyError")

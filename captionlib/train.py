@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,10 @@ from .vocab import Vocabulary
 LAST, BEST = "last.pt", "best.pt"
 
 
+class NonFiniteError(FloatingPointError):
+    """Training met a loss, gradient or weight that is not finite and stopped; str() is one line, the same on every process."""
+
+
 def build_optimizer(model: CaptionModel, cfg: Config, steps_per_epoch: int):
     """Adam with a slower rate for fine-tuned pretrained blocks, under a one-cycle schedule."""
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
@@ -44,17 +49,35 @@ def build_optimizer(model: CaptionModel, cfg: Config, steps_per_epoch: int):
     return optimizer, scheduler
 
 
-def train_epoch(model, loader, optimizer, scheduler, scaler, cfg: Config, topo: Topology, progress: bool) -> dict[str, float]:
+def non_finite_terms(step: torch.Tensor) -> str:
+    """Which of the (3,) global loss, cross-entropy and attention penalty went bad, with their values."""
+    loss, cross_entropy, penalty = step.tolist()
+    named = [f"the {name} is {value}" for name, value in (("cross-entropy", cross_entropy), ("attention penalty", penalty)) if not math.isfinite(value)]
+    return " and ".join(named) or f"the loss is {loss} (cross-entropy {cross_entropy:.4g}, attention penalty {penalty:.4g})"
+
+
+def non_finite_weight(model: torch.nn.Module) -> str | None:
+    """The name of the model's first parameter or buffer that is not finite, or None when all are."""
+    floats = {name: t for name, t in model.state_dict().items() if t.is_floating_point()}
+    finite = torch.stack([t.isfinite().all() for t in floats.values()]).cpu()  # (K,) one device sync for all
+    return None if bool(finite.all()) else list(floats)[int((~finite).nonzero()[0])]
+
+
+def train_epoch(
+    model, loader, optimizer, scheduler, scaler, cfg: Config, topo: Topology, progress: bool, epoch: int = 0
+) -> dict[str, float]:
     """One pass over this process's share of the training images; returns global mean loss terms per batch.
 
     Each process weights its mean losses by its share of the global tokens and captions, so that the
-    gradient DDP averages equals the gradient of one process holding the whole global batch.
+    gradient DDP averages equals the gradient of one process holding the whole global batch. A loss term
+    or a gradient that is not finite raises NonFiniteError before the optimiser step, on every process at once.
     """
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)  # loss, cross-entropy, attention penalty
     amp = scaler.is_enabled()
     batches = tqdm(loader, leave=False, disable=not (progress and topo.is_main), desc="train", unit="batch")
-    for inputs, captions, lengths, image_of_caption, _ in batches:
+    for index, (inputs, captions, lengths, image_of_caption, _) in enumerate(batches):
+        where = f"epoch {epoch + 1}, step {index + 1}/{len(loader)}"
         inputs, captions, lengths, image_of_caption = (t.to(topo.device) for t in (inputs, captions, lengths, image_of_caption))
         with torch.autocast(topo.device.type, dtype=torch.float16) if amp else contextlib.nullcontext():
             logits, alphas = model(inputs, captions, lengths, image_of_caption)  # (N, T, V), (N, T, P)
@@ -63,14 +86,20 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, cfg: Config, topo: 
         share = (counts / global_sum(counts)).to(topo.device, torch.float32)  # (2,) this process's share
         cross_entropy, penalty = terms.cross_entropy * share[0], terms.attention_penalty * share[1]
         loss = cross_entropy + cfg.train.attention_lambda * penalty  # this process's part of the global mean
+        # Summed before backward: a NaN or inf on any process makes the sum non-finite on all of them, so every
+        # process stops here, at the same step, and none is left waiting in DDP's gradient all-reduce.
+        step = global_sum(torch.stack([loss, cross_entropy, penalty]).detach().double().cpu())  # (3,) global means
+        if not bool(step.isfinite().all()):
+            raise NonFiniteError(f"{where}: {non_finite_terms(step)}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss * topo.world_size).backward()  # DDP divides the summed gradients by world_size
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        if not amp and not bool(norm.isfinite()):  # AMP skips such steps itself; DDP gave all the same gradients
+            raise NonFiniteError(f"{where}: the gradient is not finite (norm {float(norm)}) though the loss, {step[0].item():.4g}, is")
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        step = global_sum(torch.stack([loss, cross_entropy, penalty]).detach().double().cpu())  # (3,) global means
         sums += step
         batches.set_postfix(loss=f"{step[0].item():.3f}")
     means = (sums / max(len(loader), 1)).tolist()
@@ -137,14 +166,20 @@ def train(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_set = split_dataset(splits["train"], vocab, cfg.model.image_size)
     if cfg.train.feature_cache and model.encoder.frozen:
-        def cached():
-            root = cache_dir() / "features"
-            return feature_cache(model.encoder, train_set, root, cfg.model.image_size, cfg.model.grid_size, cfg.train.num_workers)
 
-        if topo.is_main:
-            cached()  # rank 0 builds the cache (or finds it) while the others wait
-        barrier()
-        train_set = cached()
+        def cached(checksum: bool):
+            root, sizes = cache_dir() / "features", (cfg.model.image_size, cfg.model.grid_size)
+            return feature_cache(model.encoder, train_set, root, *sizes, cfg.train.num_workers, checksum=checksum, log=log)
+
+        error = None
+        if topo.is_main:  # rank 0 checks the cache (rebuilding it if damaged) or builds it while the others wait
+            try:
+                cache = cached(checksum=True)
+            except Exception as e:  # noqa: BLE001  re-raised below, once the other processes know to stop too
+                error = e
+        if global_sum(torch.tensor([float(error is not None)])).item():  # a barrier that also says whether rank 0 failed
+            raise error or ValueError("feature cache: not built; rank 0 stopped and says why")
+        train_set = cache if topo.is_main else cached(checksum=False)  # rank 0 has read it whole: a size check will do
     per_process = cfg.train.batch_images // topo.world_size
     if per_process * topo.world_size != cfg.train.batch_images:
         raise ValueError(f"train.batch_images={cfg.train.batch_images} does not split evenly over {topo.world_size} processes")
@@ -170,14 +205,26 @@ def train(
         repeats = topo.world_size - len(train_set) % topo.world_size
         log(f"{len(train_set)} images do not split evenly over {topo.world_size} processes: each epoch repeats {repeats} of them")
     trained = DistributedDataParallel(model) if topo.world_size > 1 else model
+
+    def untouched(epoch: int) -> str:
+        """What a stop during `epoch` leaves behind: the checkpoints of the epoch before, as they were, or nothing."""
+        return f"{out / LAST} and {BEST} are left as epoch {epoch} wrote them" if epoch else f"no checkpoint was written to {out}"
+
     for epoch in range(start, cfg.train.epochs):
         began = time.perf_counter()
         sampler.set_epoch(epoch)  # the epoch alone fixes the order, so a resumed run sees the same batches
         torch.manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + topo.rank)  # and the dropout masks, per process
-        losses = train_epoch(trained, loader, optimizer, scheduler, scaler, cfg, topo, progress)
+        try:
+            losses = train_epoch(trained, loader, optimizer, scheduler, scaler, cfg, topo, progress, epoch)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"{e}; stopped before updating the weights, {untouched(epoch)}") from None
         val = evaluate(model, vocab, splits["val"], cfg.train.val_beam_size, cfg.train.max_caption_len, num_workers=cfg.train.num_workers)
         record = {"epoch": epoch + 1, **losses, **{f"val_{k}": v for k, v in val.items()}, "seconds": time.perf_counter() - began}
         history.append(record)
+        bad = non_finite_weight(model)  # the last line of defence: no checkpoint ever holds a NaN or an inf
+        if global_sum(torch.tensor([float(bad is not None)])).item():  # every process learns it, so none waits below
+            said = bad or "a weight on another process"
+            raise NonFiniteError(f"epoch {epoch + 1}: {said} is not finite after training; stopped before writing, {untouched(epoch)}")
         if topo.is_main:
             payload = {"config": cfg.to_dict(), "vocab": vocab.itos, "model": model.state_dict(), "history": history}
             if val["bleu4"] > best:
