@@ -15,9 +15,9 @@ from .train import BEST, LAST, train
 
 # Every module that train() runs, down to the decoding and BLEU that pick best.pt: a change to any of them retrains.
 MODEL_SOURCES = (
-    "config.py", "vocab.py", "shapes.py", "sources.py", "images.py", "data.py", "features.py", "encoder.py", "attention.py",
-    "decoder.py", "model.py", "loss.py", "distributed.py", "decoding.py", "metrics.py", "evaluate.py", "files.py",
-    "checkpoint.py", "train.py",
+    "config.py", "vocab.py", "shapes.py", "sources.py", "rows.py", "layouts.py", "flickr.py", "karpathy.py", "images.py",
+    "data.py", "features.py", "encoder.py", "attention.py", "decoder.py", "model.py", "loss.py", "distributed.py",
+    "decoding.py", "metrics.py", "relations.py", "evaluate.py", "files.py", "checkpoint.py", "train.py",
 )  # fmt: skip
 
 
