@@ -64,7 +64,8 @@ def non_finite_weight(model: torch.nn.Module) -> str | None:
 
 
 def train_epoch(
-    model, loader, optimizer, scheduler, scaler, cfg: Config, topo: Topology, progress: bool, epoch: int = 0
+    model, loader, optimizer, scheduler, scaler, cfg: Config, topo: Topology, progress: bool, epoch: int = 0,
+    on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
     """One pass over this process's share of the training images; returns global mean loss terms per batch.
 
@@ -101,6 +102,8 @@ def train_epoch(
         scaler.update()
         scheduler.step()
         sums += step
+        if on_step is not None:  # e.g. chapter 06, which checks its hand-written loop against these losses
+            on_step(dict(zip(("loss", "cross_entropy", "attention_penalty"), step.tolist())))
         batches.set_postfix(loss=f"{step[0].item():.3f}")
     means = (sums / max(len(loader), 1)).tolist()
     return dict(zip(("loss", "cross_entropy", "attention_penalty"), means))
@@ -140,6 +143,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     splits: dict[str, Split] | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> Path:
     """Train (or resume) the captioner described by cfg; returns the path of the best checkpoint.
 
@@ -149,7 +153,8 @@ def train(
     resumed or not, differ in the last bits). No RNG state needs saving: each epoch seeds its data order and
     dropout from (seed, epoch, rank). out_dir/best.pt holds the model with the best validation BLEU-4.
     Under torchrun every process trains its share of each batch (DistributedDataParallel, gloo on CPU,
-    nccl on GPU) and rank 0 alone logs and writes checkpoints.
+    nccl on GPU) and rank 0 alone logs and writes checkpoints. on_step, if given, is called after every optimiser
+    step with that step's global {"loss", "cross_entropy", "attention_penalty"} (floats), on every process.
     """
     out = Path(out_dir)
     topo = init_distributed(cfg.train.device)
@@ -215,7 +220,7 @@ def train(
         sampler.set_epoch(epoch)  # the epoch alone fixes the order, so a resumed run sees the same batches
         torch.manual_seed(cfg.train.seed * 1_000_003 + epoch * 1_009 + topo.rank)  # and the dropout masks, per process
         try:
-            losses = train_epoch(trained, loader, optimizer, scheduler, scaler, cfg, topo, progress, epoch)
+            losses = train_epoch(trained, loader, optimizer, scheduler, scaler, cfg, topo, progress, epoch, on_step)
         except NonFiniteError as e:
             raise NonFiniteError(f"{e}; stopped before updating the weights, {untouched(epoch)}") from None
         val = evaluate(model, vocab, splits["val"], cfg.train.val_beam_size, cfg.train.max_caption_len, num_workers=cfg.train.num_workers)
