@@ -22,6 +22,7 @@ class ShapesConfig:
     min_objects: int = 1
     max_objects: int = 3
     seed: int = 0
+    relation_first: bool = False  # "a A above a B" instead of "a A and a B below it" (chapter 07 measures both)
 
     def __post_init__(self):
         _check_section(self, "shapes")
@@ -43,6 +44,8 @@ class ModelConfig:
     decoder_dim: int = 256  # n in the paper
     dropout: float = 0.3
     encoder_channels: int = 128  # D for the shapes CNN (ResNet-50 gives 2048)
+    cell_positions: bool = False  # append each cell's (x, y) to its annotation: D + 2 (not in the paper; chapter 07)
+    coord_input: bool = False  # shapes CNN only: the image gets x and y channels too (CoordConv, Liu et al. 2018)
 
     def __post_init__(self):
         _check_section(self, "model")

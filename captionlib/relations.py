@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import pad_captions
-from .metrics import matching_object, named_objects
-from .shapes import ShapeObject, relation
+from .metrics import cell_boxes, cells_overlapping, matching_object, named_objects
+from .shapes import ShapeObject, relation_between
 
 # The word that tells each relation apart ("to the left of" -> "left"), and the word of its opposite.
 RELATION_WORDS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
@@ -23,17 +23,15 @@ OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"
 
 def true_relation(a: ShapeObject, b: ShapeObject) -> str:
     """The relation word ('left', 'right', 'above' or 'below') the shapes world states for a relative to b."""
-    if a.centre <= b.centre:  # the order describe() walks objects in: left to right, then top to bottom
-        words = relation(a, b)[0]
-    else:
-        words = relation(b, a)[1]
+    words = relation_between(a, b)
     return next(key for key, phrase in RELATION_WORDS.items() if phrase == words)
 
 
 def stated_relations(words: Sequence[str]) -> list[tuple[str, tuple[str | None, str] | None, tuple[str | None, str] | None]]:
     """(relation word, subject, object) for every relation word; subject and object are (colour, shape) or None.
 
-    The subject is the last object named before the relation, the object the first one named after it.
+    The subject is the last object named before the relation. The object is the first one named after it or, when
+    the relation ends in "it" ("a blue square below it"), the object named before the subject.
     """
     named = named_objects(words)  # [(position, colour, shape)]
     found = []
@@ -41,7 +39,12 @@ def stated_relations(words: Sequence[str]) -> list[tuple[str, tuple[str | None, 
         if word in RELATION_WORDS:
             before = [(c, s) for p, c, s in named if p < i]
             after = [(c, s) for p, c, s in named if p > i]
-            found.append((word, before[-1] if before else None, after[0] if after else None))
+            end = i + 2 if words[i + 1 : i + 2] == ["of"] else i + 1  # the word after "to the left of" / "above"
+            if words[end : end + 1] == ["it"]:
+                obj = before[-2] if len(before) >= 2 else None
+            else:
+                obj = after[0] if after else None
+            found.append((word, before[-1] if before else None, obj))
     return found
 
 
@@ -123,3 +126,43 @@ def relation_probe(model, dataset, objects: Sequence[Sequence[ShapeObject]], bat
     result = {"relation_probe": sum(wins.values()) / max(sum(total.values()), 1)}
     result |= {f"relation_probe_{w}": wins[w] / total[w] if total[w] else None for w in RELATION_WORDS}  # None: no such relation
     return result
+
+
+@torch.no_grad()
+def attention_at_relations(model, dataset, objects: Sequence[Sequence[ShapeObject]], batch_images: int = 100) -> dict[str, float]:
+    """Where the model looks while it predicts a relation word, teacher-forced on the reference captions.
+
+    For each relation word the argmax-α cell is checked against the box of the subject (the object named before
+    the word) and of the object (named after it): the relation needs the object's position, yet it is not named yet.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    vocab, grid = dataset.vocab, model.cfg.grid_size
+    cells = cell_boxes(grid, model.cfg.image_size)  # (P, 4)
+    at = {"subject": 0, "object": 0, "elsewhere": 0}
+    multi = [i for i, objs in enumerate(objects) if len(objs) >= 2]
+    for start in range(0, len(multi), batch_images):
+        chunk = multi[start : start + batch_images]
+        images, texts, owners = [], [], []
+        for b, index in enumerate(chunk):
+            images.append(dataset[index][0])
+            for caption in dataset.captions[index]:
+                words = vocab.decode(vocab.encode(caption))
+                if stated_relations(words):
+                    texts.append(words), owners.append(b)
+        ids = [torch.tensor([vocab.start_id, *(vocab.stoi[w] for w in t), vocab.end_id]) for t in texts]
+        padded, lengths = pad_captions(ids)  # (N, L), (N,)
+        _, alphas = model(torch.stack(images).to(device), padded.to(device), lengths.to(device), torch.tensor(owners, device=device))
+        for words, owner, alpha in zip(texts, owners, alphas.cpu()):  # alpha (T, P): step t predicts word t
+            objs = objects[chunk[owner]]
+            for position, (word, subject, obj) in zip([i for i, w in enumerate(words) if w in RELATION_WORDS], stated_relations(words)):
+                cell = int(alpha[position].argmax())
+                a, b = matching_object(*subject, objs), matching_object(*obj, objs)
+                if cells_overlapping(b.box, cells)[cell]:
+                    at["object"] += 1
+                elif cells_overlapping(a.box, cells)[cell]:
+                    at["subject"] += 1
+                else:
+                    at["elsewhere"] += 1
+    total = max(sum(at.values()), 1)
+    return {f"attention_at_relation_on_{k}": v / total for k, v in at.items()}

@@ -69,23 +69,34 @@ def relation(a: ShapeObject, b: ShapeObject) -> tuple[str, str]:
     return ("above", "below") if ay < by else ("below", "above")
 
 
-def describe(objects: list[ShapeObject]) -> list[str]:
-    """Five differently worded captions for objects sorted left to right."""
+def relation_between(a: ShapeObject, b: ShapeObject) -> str:
+    """The relation the captions state for a relative to b, in either order ("to the right of" if b is left of a)."""
+    return relation(a, b)[0] if a.centre <= b.centre else relation(b, a)[1]  # objects are described in centre order
+
+
+def placed(objects: list[ShapeObject], relation_first: bool) -> str:
+    """Each object placed relative to the one named before it, in the order given.
+
+    relation_first: "a A to the left of a B" (the relation word comes before the object it points to);
+    otherwise "a A and a B to the right of it" (both objects are named before the relation word).
+    """
+    phrases = [f"a {o.phrase()}" for o in objects]
+    if relation_first:
+        return " ".join([phrases[0]] + [f"{relation_between(a, b)} {p}" for a, b, p in zip(objects, objects[1:], phrases[1:])])
+    later = [f"{p} {relation_between(b, a)} it" for a, b, p in zip(objects, objects[1:], phrases[1:])]
+    return ", ".join([phrases[0], *later[:-1]]) + f" and {later[-1]}" if later else phrases[0]
+
+
+def describe(objects: list[ShapeObject], relation_first: bool = False) -> list[str]:
+    """Five differently worded captions for objects sorted left to right: two place them, three list them."""
     phrases = [o.phrase() for o in objects]
     listed = phrases[0] if len(phrases) == 1 else ", a ".join(phrases[:-1]) + f" and a {phrases[-1]}"
-    chain, reverse = f"a {phrases[0]}", f"a {phrases[-1]}"
-    for i in range(len(objects) - 1):
-        rel, inv = relation(objects[i], objects[i + 1])
-        chain += f" {rel} a {phrases[i + 1]}"
-        j = len(objects) - 1 - i
-        rel, inv = relation(objects[j - 1], objects[j])
-        reverse += f" {inv} a {phrases[j - 1]}"
     n = len(objects)
     count = "a single shape" if n == 1 else f"{COUNT_WORDS[n]} shapes"
     return [
-        chain,
+        placed(objects, relation_first),  # left to right
         f"there is a {listed}",
-        reverse if n > 1 else f"a {phrases[0]} in the picture",
+        placed(objects[::-1], relation_first) if n > 1 else f"a {phrases[0]} in the picture",  # right to left
         f"a picture of a {listed}",
         f"an image with {count} : a {listed}",
     ]
@@ -150,7 +161,7 @@ def generate_split(name: str, n: int, cfg: ShapesConfig) -> ShapesSplit:
         images[i] = render(drawn, size, rng)
         objects = [o for o, _ in drawn]
         all_objects.append(objects)
-        texts = describe(objects)
+        texts = describe(objects, cfg.relation_first)
         rng.shuffle(texts)  # no caption position carries meaning
         captions.append(texts)
     return ShapesSplit(name, torch.from_numpy(images), captions, all_objects)

@@ -68,9 +68,15 @@ def test_relations_in_captions():
     left = ShapeObject("circle", "red", "small", (0, 20, 10, 30))
     right = ShapeObject("square", "blue", "large", (40, 20, 60, 40))
     top = ShapeObject("diamond", "green", "small", (45, 0, 55, 10))
-    assert describe([left, right])[0] == "a small red circle to the left of a large blue square"
-    assert describe([left, right])[2] == "a large blue square to the right of a small red circle"
-    assert describe([right, top])[0] == "a large blue square below a small green diamond"
+    # the default: both objects are named before the relation word
+    assert describe([left, right])[0] == "a small red circle and a large blue square to the right of it"
+    assert describe([left, right])[2] == "a large blue square and a small red circle to the left of it"
+    assert describe([right, top])[0] == "a large blue square and a small green diamond above it"
+    assert describe([left, right, top])[0] == "a small red circle, a large blue square to the right of it and a small green diamond above it"
+    # relation_first, the book's first captions: the relation word comes before the object it points to
+    assert describe([left, right], relation_first=True)[0] == "a small red circle to the left of a large blue square"
+    assert describe([left, right], relation_first=True)[2] == "a large blue square to the right of a small red circle"
+    assert describe([right, top], relation_first=True)[0] == "a large blue square below a small green diamond"
     assert all(s in SHAPES for s in ("circle", "square", "triangle", "diamond"))
 
 

@@ -27,8 +27,9 @@ def test_true_relation_follows_the_worlds_caption_rule():
     assert true_relation(RED_CIRCLE, GREEN_DIAMOND) == "above" and true_relation(GREEN_DIAMOND, RED_CIRCLE) == "below"
 
 
-def test_every_reference_relation_is_true_and_every_flip_is_false():
-    split = generate_split("val", 200, ShapesConfig())
+@pytest.mark.parametrize("relation_first", [False, True])
+def test_every_reference_relation_is_true_and_every_flip_is_false(relation_first):
+    split = generate_split("val", 200, ShapesConfig(relation_first=relation_first))
     captions = [tokenize(c) for caps in split.captions for c in caps]
     objects = [objs for objs in split.objects for _ in range(5)]
     assert relation_scores(captions, objects)["relation_accuracy"] == 1.0
@@ -49,6 +50,9 @@ def test_relation_scores_on_hand_made_captions():
         "a small red circle to the left of a small red circle": 0.0,  # one object twice
         "a small red circle to the left of a large yellow square": 0.0,  # no yellow square in the image
         "to the left of a large blue square": 0.0,  # no subject
+        "a small red circle and a large blue square to the right of it": 1.0,  # "it": the object named before
+        "a small red circle and a large blue square to the left of it": 0.0,
+        "a large blue square to the right of it": 0.0,  # "it" with nothing named before
     }
     for text, accuracy in cases.items():
         scores = relation_scores([tokenize(text)], [objects])
@@ -61,6 +65,11 @@ def test_relation_scores_on_hand_made_captions():
 
 
 def test_stated_relations_pair_each_relation_with_its_neighbours():
+    words = tokenize("a small red circle, a small green diamond below it and a large blue square to the right of it")
+    assert stated_relations(words) == [
+        ("below", ("green", "diamond"), ("red", "circle")),
+        ("right", ("blue", "square"), ("green", "diamond")),
+    ]
     words = tokenize("a small red circle above a small green diamond to the right of a large blue square")
     assert stated_relations(words) == [
         ("above", ("red", "circle"), ("green", "diamond")),
