@@ -3,7 +3,7 @@
 # A marker is any text that occurs on exactly one line of the file, usually the equation comment
 # (`# (B, k, P)  eq. 4`). Nothing is typed by hand: a marker that is missing or ambiguous stops the build.
 #
-#   {code-line}`captionlib/attention.py::eq. 4`   ->  attention.py:29 (a link) in SoftAttention.score
+#   {code-line}`captionlib/attention.py::eq. 4`   ->  attention.py:33 (a link) in SoftAttention.score
 #
 #   ```{code-at} captionlib/decoder.py
 #   :pyobject: Decoder.step
