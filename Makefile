@@ -50,7 +50,7 @@ chromium:
 site-test: book chromium
 	CAPTIONLIB_SITE=_build/html $(PY) -m pytest -q tests/test_site.py
 
-# Chapter 09 in JupyterLab, as readers of `jupyter lab notebooks/` meet it: live widgets and a CaptionBot upload.
+# Chapter 10 in JupyterLab, as readers of `jupyter lab notebooks/` meet it: live widgets and a CaptionBot upload.
 lab-test: model chromium
 	$(PY) -m pytest -q tests/test_lab.py
 

@@ -1,4 +1,4 @@
-"""Chapter 09 in JupyterLab, in a real browser: the explorer's widgets render live, and CaptionBot captions an upload.
+"""Chapter 10 in JupyterLab, in a real browser: the explorer's widgets render live, and CaptionBot captions an upload.
 
 This is how readers who run `jupyter lab notebooks/` meet the widgets; tests/test_site.py checks the static book.
 """
@@ -21,7 +21,7 @@ from browser_helpers import exercise_explorer
 from conftest import square_on_grey
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTER = "09_attention_explorer.ipynb"
+CHAPTER = "10_attention_explorer.ipynb"
 BOT = ".captionlib-caption-bot"
 BOT_STATUS = ".captionlib-caption-bot-status"
 
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab serving a copy of chapter 09 (running it autosaves outputs: never into the repository)."""
+    """JupyterLab serving a copy of chapter 10 (running it autosaves outputs: never into the repository)."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(ROOT / "notebooks" / CHAPTER, root / CHAPTER)
     settings = root.parent / "lab-settings"  # outside the served folder

@@ -19,7 +19,7 @@ import pytest
 from browser_helpers import exercise_explorer
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPLORER_PAGE = "notebooks/09_attention_explorer.html"
+EXPLORER_PAGE = "notebooks/10_attention_explorer.html"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # A page error of jupyter-book 1.0.4 itself on every page: sphinx-thebe's config script is included twice.
 KNOWN_PAGE_ERRORS = {"Identifier 'THEBE_JS_URL' has already been declared"}
