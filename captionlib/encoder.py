@@ -80,14 +80,14 @@ def out_channels(name: str) -> int:
     return {"resnet18": 512, "mobilenet_v2": 1280}.get(name, 2048)
 
 
-def shapes_cnn(channels: int, in_channels: int = 3) -> nn.Sequential:
+def shapes_cnn(channels: int) -> nn.Sequential:
     """A small CNN trained from scratch on the shapes world: 64 px -> 8x8 grid of `channels`."""
 
     def block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
     return nn.Sequential(
-        block(in_channels, 32, 2),  # 32 px
+        block(3, 32, 2),  # 32 px
         block(32, 64, 2),  # 16 px
         block(64, 64, 1),
         block(64, channels, 2),  # 8 px: one cell per 8x8 pixels
@@ -108,11 +108,8 @@ class Encoder(nn.Module):
         """load_weights=False leaves a pretrained backbone's weights unset, for weights that come from a checkpoint."""
         super().__init__()
         self.name = cfg.encoder
-        self.coord_input = cfg.coord_input and cfg.encoder == "shapes_cnn"
-        if self.coord_input:  # x, y as two more input channels; a buffer, so it is in state_dict and the cache key
-            self.register_buffer("input_xy", coordinate_grid(cfg.image_size, cfg.image_size))  # (2, S, S)
         if cfg.encoder == "shapes_cnn":
-            self.stages = nn.Sequential(*shapes_cnn(cfg.encoder_channels, 5 if self.coord_input else 3))
+            self.stages = nn.Sequential(*shapes_cnn(cfg.encoder_channels))
             self.dim = cfg.encoder_channels
             self.trainable = len(self.stages)  # trained from scratch: every block learns
         else:
@@ -120,7 +117,7 @@ class Encoder(nn.Module):
             self.dim = out_channels(cfg.encoder)
             self.trainable = cfg.fine_tune_blocks if cfg.pretrained else len(self.stages)
         self.pool = nn.AdaptiveAvgPool2d((cfg.grid_size, cfg.grid_size))
-        if cfg.cell_positions:  # where each annotation lies, appended to what it holds
+        if cfg.cell_positions:  # where each annotation lies, appended to what it holds; a buffer, so in the cache key
             self.register_buffer("cell_xy", coordinate_grid(cfg.grid_size, cfg.grid_size).flatten(1).T)  # (P, 2)
             self.dim += 2
         else:
@@ -146,8 +143,6 @@ class Encoder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.coord_input:
-            images = torch.cat([images, self.input_xy.expand(images.size(0), -1, -1, -1)], dim=1)  # (B, 5, S, S)
         features = self.stages(images)  # (B, D, H', W')
         features = self.pool(features)  # (B, D, G, G)
         annotations = features.flatten(2).transpose(1, 2)  # (B, P, D), cell p = row * G + col

@@ -151,6 +151,27 @@ def test_encoder_grid_shape():
     assert resnet(torch.randn(1, 3, 224, 224)).shape == (1, 196, 512)
 
 
+def test_cell_positions_append_each_cells_x_and_y():
+    plain = Encoder(ModelConfig(encoder_channels=24, grid_size=4))
+    placed = Encoder(ModelConfig(encoder_channels=24, grid_size=4, cell_positions=True))
+    placed.stages.load_state_dict(plain.stages.state_dict())
+    images = torch.randn(2, 3, 64, 64)
+    a, b = plain.eval()(images), placed.eval()(images)  # (2, 16, 24), (2, 16, 26)
+    assert placed.dim == 26 and b.shape == (2, 16, 26)
+    torch.testing.assert_close(b[..., :24], a)  # what each cell holds is unchanged
+    xy = b[0, :, 24:].view(4, 4, 2)  # (row, col, (x, y))
+    assert torch.equal(xy[0, 0], torch.tensor([-1.0, -1.0])) and torch.equal(xy[3, 3], torch.tensor([1.0, 1.0]))
+    assert (xy[:, 1:, 0] > xy[:, :-1, 0]).all() and (xy[1:, :, 1] > xy[:-1, :, 1]).all()  # x grows to the right, y down
+    assert "cell_xy" in placed.state_dict()  # so a feature cache built without positions is not reused with them
+
+
+def test_the_book_model_has_cell_positions_and_the_papers_does_not():
+    from captionlib.config import Config, load_config
+
+    assert Config().model.cell_positions and not ModelConfig().cell_positions
+    assert not load_config("flickr8k_kaggle").model.cell_positions
+
+
 def test_frozen_encoder_keeps_batchnorm_statistics_in_train_mode():
     enc = Encoder(ModelConfig(encoder="mobilenet_v2", grid_size=7, pretrained=True, fine_tune_blocks=0))
     assert enc.frozen and not any(p.requires_grad for p in enc.parameters())
