@@ -119,9 +119,9 @@ class InLoopProjectionDecoder(Decoder):
     Decoder.forward still projects once up front; this step ignores that result and projects again.
     """
 
-    def step(self, prev_words, state, annotations, projected):
-        """Decoder.step with W_a a recomputed from the annotations (B, P, D) -> (B, P, A) on every call."""
-        return super().step(prev_words, state, annotations, self.attention.project(annotations))
+    def step_and_locate(self, prev_words, state, annotations, projected, sample=False):
+        """Decoder.step_and_locate with W_a a recomputed from the annotations (B, P, D) -> (B, P, A) on every call."""
+        return super().step_and_locate(prev_words, state, annotations, self.attention.project(annotations), sample)
 
 
 def train_step(
@@ -133,7 +133,7 @@ def train_step(
     everything through unchanged.
     """
     with torch.autocast(annotations.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-        logits, alphas = decoder(annotations, captions, lengths)  # (N, T, V), (N, T, P)
+        logits, alphas, _ = decoder(annotations, captions, lengths)  # (N, T, V), (N, T, P)
     loss = caption_loss(logits.float(), captions, lengths, alphas.float(), attention_lambda=1.0).total
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -270,7 +270,7 @@ def epoch_seconds(model: CaptionModel, dataset, batch_images: int, optimizer: to
     for inputs, captions, lengths, image_of_caption, _ in loader:
         with torch.no_grad():
             annotations = inputs if inputs.dim() == 3 else model.encoder(inputs)  # (B, P, D) either way
-        logits, alphas = model.decoder(annotations, captions, lengths, image_of_caption)  # (N, T, V), (N, T, P)
+        logits, alphas, _ = model.decoder(annotations, captions, lengths, image_of_caption)  # (N, T, V), (N, T, P)
         loss = caption_loss(logits, captions, lengths, alphas, attention_lambda=1.0).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

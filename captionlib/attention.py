@@ -53,6 +53,21 @@ class SoftAttention(nn.Module):
         weighted = sigma * w if torch.is_grad_enabled() else sigma.mul_(w)  # (B, k, P, A)
         return 2 * weighted.sum(3) - w.sum()  # (B, k, P)  e = 2 w^T σ(2x) − Σ_a w_a
 
+    def weights(
+        self,
+        projected: torch.Tensor,  # (B, P, A), from project()
+        h: torch.Tensor,  # (B*k, n), h_{t-1}; rows b*k .. b*k+k-1 belong to image b
+        mask: torch.Tensor | None = None,  # (B, P) bool, False = cell to ignore (padding)
+    ) -> torch.Tensor:
+        """α_t (B*k, P): where each of the k hidden states per image looks."""
+        B, P, A = projected.shape
+        query = self.W_h(h).view(B, -1, A)  # (B, k, A)
+        score = self.score_cpu if h.device.type == "cpu" else self.score  # the same e, computed faster on a CPU
+        e = score(projected, query)  # (B, k, P)
+        if mask is not None:
+            e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))  # masked cells get α = 0
+        return torch.softmax(e, dim=2).flatten(0, 1)  # (B*k, P)  eq. 5
+
     def forward(
         self,
         annotations: torch.Tensor,  # (B, P, D)
@@ -62,16 +77,11 @@ class SoftAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the context z_t (B*k, D) and the weights α_t (B*k, P).
 
-        Training and greedy decoding have one hidden state per image (k = 1). Beam search has k, one per
-        hypothesis, and they all attend over the same image: its annotations are used as they are, not
-        copied k times.
+        Training and greedy decoding may have one hidden state per image (k = 1) or several, one per caption of
+        the image; beam search has one per hypothesis. All k attend over the same image: its annotations are used
+        as they are, not copied k times.
         """
-        B, P, A = projected.shape
-        query = self.W_h(h).view(B, -1, A)  # (B, k, A)
-        score = self.score_cpu if h.device.type == "cpu" else self.score  # the same e, computed faster on a CPU
-        e = score(projected, query)  # (B, k, P)
-        if mask is not None:
-            e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))  # masked cells get α = 0
-        alpha = torch.softmax(e, dim=2)  # (B, k, P)  eq. 5
+        B, P, _ = annotations.shape
+        alpha = self.weights(projected, h, mask).view(B, -1, P)  # (B, k, P)
         z = torch.bmm(alpha, annotations)  # (B, k, D)  eqs. 6 and 13
         return z.flatten(0, 1), alpha.flatten(0, 1)  # (B*k, D), (B*k, P)

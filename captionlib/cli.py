@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Config, load_config, recipe_names
+from .config import DECODE_AT, Config, load_config, recipe_names
 
 EXIT_OK, EXIT_FAILED = 0, 1
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -84,10 +84,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .distributed import init_distributed, leave_group
     from .evaluate import evaluate
+    from .hard_attention import set_decode_at
     from .sources import load_splits
 
     topo = init_distributed(args.device, setting="--device")  # under torchrun the processes share the decoding
     model, vocab, cfg = load_model(args.checkpoint, topo.device)
+    set_decode_at(model, args.decode_at)
     if args.data:
         cfg.data = args.data
     split = load_splits(cfg, strict=args.strict)[args.split]
@@ -96,6 +98,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, vocab, split, args.beam_size, max_len, args.length_penalty, coco=args.metrics == "coco", num_workers=cfg.train.num_workers
     )
     result = {"split": args.split, "images": len(split), "beam_size": args.beam_size, **result}
+    if cfg.model.attention == "hard":
+        result["decode_at"] = args.decode_at
     if not leave_group():
         return EXIT_OK  # rank 0 alone reports
     if args.json:
@@ -214,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, help="longest caption in words (default: the training config's)")
     p.add_argument("--metrics", choices=["nltk", "coco"], default="nltk", help="coco: also METEOR, ROUGE-L, CIDEr, COCO BLEU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--decode-at", choices=DECODE_AT, default="expected",
+        help="hard-attention models: decode with the expected context (the authors' way) or at the most probable location",
+    )  # fmt: skip
     add_device_option(p)
     p.set_defaults(run=cmd_evaluate)
 

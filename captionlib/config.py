@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RECIPES = Path(__file__).parent / "recipes"  # named configs shipped with the package, e.g. flickr8k_kaggle
+DECODE_AT = ("expected", "argmax")  # how a hard-attention model reads the image when it decodes (chapter 12)
 
 
 @dataclass
@@ -45,6 +46,9 @@ class ModelConfig:
     dropout: float = 0.3
     encoder_channels: int = 128  # D for the shapes CNN (ResNet-50 gives 2048)
     cell_positions: bool = False  # append each cell's (x, y) to its annotation: D + 2 (not in the paper; chapter 09)
+    attention: str = "soft"  # "soft" (§4.2), "hard" (§4.1, sampled locations) or "none" (the mean annotation, no α)
+    beta_gate: bool = True  # the gate β_t on the context (§4.2.1)
+    deep_output: bool = True  # the deep output layer, eq. 7; off: the logits are a linear map of h_t
 
     def __post_init__(self):
         _check_section(self, "model")
@@ -61,6 +65,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     attention_lambda: float = 0.0  # λ of the doubly stochastic penalty (paper eq. 14)
+    # Hard attention only (paper eq. 12 and the authors' capgen.py; chapter 12):
+    hard_sample_p: float = 0.5  # chance that a minibatch samples locations; otherwise it uses the expected context
+    reinforce_weight: float = 1.0  # λ_r on the score-function term; 1 makes it an unbiased gradient of the loss
+    baseline_decay: float = 0.9  # b <- decay * b + (1 - decay) * mean per-word NLL of the sampled minibatch
+    entropy_weight: float = 0.002  # λ_e on the mean entropy H[α_t] per word (capgen.py: alpha_entropy_c)
     vocab_threshold: int = 1  # minimum word count to enter the vocabulary
     max_caption_len: int = 24  # decoding limit, in words
     seed: int = 0
@@ -161,6 +170,7 @@ LIMITS = {
     "model.decoder_dim": at_least(1),
     "model.dropout": between(0.0, 1.0, below_high=True),  # nn.Dropout(1.0) zeroes everything
     "model.encoder_channels": at_least(1),
+    "model.attention": one_of("soft", "hard", "none"),
     "train.epochs": at_least(1),
     "train.batch_images": at_least(1),
     "train.lr": above(0.0),  # a rate of 0 learns nothing
@@ -168,6 +178,10 @@ LIMITS = {
     "train.weight_decay": at_least(0.0),
     "train.grad_clip": above(0.0),  # a clip norm of 0 zeroes every gradient
     "train.attention_lambda": at_least(0.0),
+    "train.hard_sample_p": between(0.0, 1.0),
+    "train.reinforce_weight": at_least(0.0),
+    "train.baseline_decay": between(0.0, 1.0),
+    "train.entropy_weight": at_least(0.0),
     "train.vocab_threshold": at_least(1),
     "train.max_caption_len": at_least(1),
     "train.seed": at_least(0),

@@ -1,4 +1,4 @@
-"""LSTM decoder with soft attention, the β gate and the deep output layer (paper §3.1.2, §4.2.1)."""
+"""LSTM decoder with attention (soft, hard or none), the β gate and the deep output layer (paper §3.1.2, §4.2.1)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,21 @@ import torch.nn.functional as F
 
 from .attention import SoftAttention
 from .config import ModelConfig
+from .hard_attention import HardAttention
+from .no_attention import NoAttention
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (R, n): a row per image, or per hypothesis in beam search
+
+
+def make_attention(kind: str, encoder_dim: int, decoder_dim: int, attention_dim: int) -> nn.Module:
+    """model.attention: "soft" (§4.2), "hard" (§4.1) or "none" (the mean annotation at every step)."""
+    if kind == "soft":
+        return SoftAttention(encoder_dim, decoder_dim, attention_dim)
+    if kind == "hard":
+        return HardAttention(encoder_dim, decoder_dim, attention_dim)
+    if kind == "none":
+        return NoAttention()
+    raise ValueError(f"model.attention = {kind!r}: must be one of soft, hard, none")
 
 
 class Decoder(nn.Module):
@@ -20,14 +33,19 @@ class Decoder(nn.Module):
         m, n, D = cfg.embed_dim, cfg.decoder_dim, encoder_dim
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, m)  # E
-        self.attention = SoftAttention(D, n, cfg.attention_dim)
+        self.attention = make_attention(cfg.attention, D, n, cfg.attention_dim)
         self.init_h = nn.Linear(D, n)  # f_init,h
         self.init_c = nn.Linear(D, n)  # f_init,c
-        self.f_beta = nn.Linear(n, D)  # gate, §4.2.1: one per channel (the paper's β is a scalar; chapter 05)
+        # gate, §4.2.1: one per channel (the paper's β is a scalar; chapter 05); None: ẑ_t = z_t
+        self.f_beta = nn.Linear(n, D) if cfg.beta_gate else None
         self.lstm = nn.LSTMCell(m + D, n)  # input: [E y_{t-1}; ẑ_t]
-        self.L_h = nn.Linear(n, m)  # deep output, eq. 7
-        self.L_z = nn.Linear(D, m)
-        self.L_o = nn.Linear(m, vocab_size)
+        if cfg.deep_output:  # eq. 7
+            self.L_h = nn.Linear(n, m)
+            self.L_z = nn.Linear(D, m)
+            self.L_o = nn.Linear(m, vocab_size)
+        else:  # the logits are a linear map of h_t, as in Show and Tell
+            self.L_h = self.L_z = None
+            self.L_o = nn.Linear(n, vocab_size)
         self.dropout = nn.Dropout(cfg.dropout)  # a module, so model.eval() switches it off
 
     def init_state(self, annotations: torch.Tensor) -> State:
@@ -43,15 +61,31 @@ class Decoder(nn.Module):
         projected: torch.Tensor,  # (B, P, A) = W_a a, computed once per image
     ) -> tuple[torch.Tensor, State, torch.Tensor]:
         """One time step -> logits (R, V), the new state, α_t (R, P). k = 1 except in beam search (k beams)."""
+        logits, state, alpha, _ = self.step_and_locate(prev_words, state, annotations, projected)
+        return logits, state, alpha
+
+    def step_and_locate(
+        self, prev_words: torch.Tensor, state: State, annotations: torch.Tensor, projected: torch.Tensor, sample: bool = False
+    ) -> tuple[torch.Tensor, State, torch.Tensor, torch.Tensor | None]:
+        """step, and with sample=True (hard attention, training) the context is a sampled a_{s_t}: also returns s_t (R,)."""
         h, c = state
         emb = self.embedding(prev_words)  # (R, m)  E y_{t-1}
-        z, alpha = self.attention(annotations, projected, h)  # (R, D), (R, P)
-        beta = torch.sigmoid(self.f_beta(h))  # (R, D)  β_t = σ(f_β(h_{t-1}))
-        z = beta * z  # (R, D)  ẑ_t = β_t Σ_i α_ti a_i
+        location = None
+        if sample:  # s_t ~ Multinoulli(α_t), z_t = a_{s_t}  (eq. 8)
+            alpha = self.attention.weights(projected, h)  # (R, P)
+            location = self.attention.sample(alpha)  # (R,)
+            z = self.attention.read(annotations, location)  # (R, D)
+        else:
+            z, alpha = self.attention(annotations, projected, h)  # (R, D), (R, P)
+        if self.f_beta is not None:
+            z = torch.sigmoid(self.f_beta(h)) * z  # (R, D)  ẑ_t = β_t z_t,  β_t = σ(f_β(h_{t-1}))
         h, c = self.lstm(torch.cat([emb, z], dim=1), (h, c))  # (R, n) each, eqs. 1-3
-        deep = torch.tanh(emb + self.L_h(h) + self.L_z(z))  # (R, m)  eq. 7 (tanh as in the authors' code)
-        logits = self.L_o(self.dropout(deep))  # (R, V)
-        return logits, (h, c), alpha
+        if self.L_h is not None:
+            out = torch.tanh(emb + self.L_h(h) + self.L_z(z))  # (R, m)  eq. 7 (tanh as in the authors' code)
+        else:
+            out = h  # (R, n)
+        logits = self.L_o(self.dropout(out))  # (R, V)
+        return logits, (h, c), alpha, location
 
     def forward(
         self,
@@ -59,29 +93,48 @@ class Decoder(nn.Module):
         captions: torch.Tensor,  # (N, L) ids: <start> w1 .. wk <end> <pad>...
         lengths: torch.Tensor,  # (N,) tokens per caption including <start> and <end>
         image_of_caption: torch.Tensor | None = None,  # (N,) which image each caption describes
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: logits (N, T, V) for words 1..T and α (N, T, P), zero past each caption's end."""
+        sample_locations: bool = False,  # hard attention: sample s_t (training); otherwise the expected context
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Teacher forcing: logits (N, T, V) for words 1..T, α (N, T, P) and, when sampled, the locations s (N, T).
+
+        Logits and α are zero past each caption's end, and so are the locations. The captions of one image attend
+        together (k rows per image, as in beam search), and an image leaves the batch once its longest caption ends.
+        """
+        N, B = captions.size(0), annotations.size(0)
+        if image_of_caption is None:
+            image_of_caption = torch.arange(N, device=captions.device)  # (N,) one caption per image
+        k = N // B
+        grouped = k * B == N and bool((image_of_caption == torch.arange(B, device=captions.device).repeat_interleave(k)).all())
+        if not grouped:  # e.g. COCO's 5 to 7 captions per image: a copy of the image's annotations per caption
+            annotations, k = annotations[image_of_caption], 1  # (N, P, D)
         projected = self.attention.project(annotations)  # (B, P, A)  once per image, not per step
-        h0, c0 = self.init_state(annotations)  # (B, n) each
-        if image_of_caption is not None:  # several captions share one image's features
-            annotations, projected = annotations[image_of_caption], projected[image_of_caption]  # (N, P, D), (N, P, A)
-            h0, c0 = h0[image_of_caption], c0[image_of_caption]  # (N, n) each
-        steps = lengths - 1  # (N,) predictions per caption
-        # Longest first, so the captions still running at step t are always a prefix of the batch.
-        order = torch.argsort(steps, descending=True, stable=True)  # (N,)
-        words, steps = captions[order], steps[order]  # (N, L), (N,)
-        annotations, projected = annotations[order], projected[order]
-        state = (h0[order], c0[order])
-        N, T = captions.size(0), int(steps[0])
-        step_logits, step_alphas = [], []
-        running = [int((steps > t).sum()) for t in range(T)]
+        h, c = self.init_state(annotations)  # (B, n) each
+        steps = (lengths - 1).view(-1, k)  # (B, k) predictions per caption, image by image
+        # Longest first, so the images still running at step t are always a prefix of the batch.
+        order = torch.argsort(steps.max(dim=1).values, descending=True, stable=True)  # (B,)
+        steps, annotations, projected = steps[order], annotations[order], projected[order]
+        rows = (order.unsqueeze(1) * k + torch.arange(k, device=order.device)).flatten()  # (N,) caption row of each slot
+        words = captions[rows]  # (N, L)
+        state = (h[order].repeat_interleave(k, 0), c[order].repeat_interleave(k, 0))  # (N, n) each
+        longest = steps.max(dim=1).values  # (B,)
+        T = int(longest[0])
+        running = [int((longest > t).sum()) for t in range(T)]  # images still running at step t
+        live = (torch.arange(T, device=steps.device) < steps.flatten().unsqueeze(1)).float()  # (N, T) word t is real
+        step_logits, step_alphas, step_locations = [], [], []
         for t, b in enumerate(running):
-            state = (state[0][:b], state[1][:b])
-            logit, state, alpha = self.step(words[:b, t], state, annotations[:b], projected[:b])  # (b, V), _, (b, P)
+            if b < annotations.size(0):  # slice what is left, not the whole batch: backward fills only b rows
+                annotations, projected = annotations[:b], projected[:b]
+            r = b * k
+            state = (state[0][:r], state[1][:r])
+            logit, state, alpha, location = self.step_and_locate(words[:r, t], state, annotations, projected, sample_locations)
+            keep = live[:r, t : t + 1]  # (r, 1) 0 for captions that have ended in a running image
             # Rows of ended captions are zero. Padding, unlike writing into a preallocated (N, T, V)
             # tensor, keeps backward from refilling a full-size gradient at every step.
-            step_logits.append(F.pad(logit, (0, 0, 0, N - b)))  # (N, V)
-            step_alphas.append(F.pad(alpha, (0, 0, 0, N - b)))  # (N, P)
+            step_logits.append(F.pad(logit * keep, (0, 0, 0, N - r)))  # (N, V)
+            step_alphas.append(F.pad(alpha * keep, (0, 0, 0, N - r)))  # (N, P)
+            if location is not None:
+                step_locations.append(F.pad(location * keep.squeeze(1).long(), (0, N - r)))  # (N,)
         logits, alphas = torch.stack(step_logits, 1), torch.stack(step_alphas, 1)  # (N, T, V), (N, T, P)
-        unsort = torch.argsort(order)  # (N,)
-        return logits[unsort], alphas[unsort]
+        unsort = torch.argsort(rows)  # (N,)
+        locations = torch.stack(step_locations, 1)[unsort] if step_locations else None  # (N, T)
+        return logits[unsort], alphas[unsort], locations

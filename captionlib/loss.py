@@ -17,6 +17,19 @@ class LossTerms:
     attention_penalty: torch.Tensor  # Σ_i (1 - Σ_t α_ti)², averaged over captions, before λ
 
 
+def real_words(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """(N, T) True where step t predicts a word of the caption (its <end> included), False on padding."""
+    return torch.arange(T, device=lengths.device) < (lengths - 1).unsqueeze(1)  # (N, T)
+
+
+def word_log_likelihoods(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """log p(y_t | y_<t, a) of each reference word, teacher-forced: logits (N, T, V) -> (N, T), zero past the end."""
+    T = logits.size(1)
+    targets = captions[:, 1 : T + 1]  # (N, T) word t+1 is predicted at step t
+    logp = F.log_softmax(logits, dim=2).gather(2, targets.unsqueeze(2)).squeeze(2)  # (N, T)
+    return logp * real_words(lengths, T)  # (N, T)
+
+
 def caption_loss(
     logits: torch.Tensor,  # (N, T, V)
     captions: torch.Tensor,  # (N, L) with L >= T + 1
@@ -30,7 +43,7 @@ def caption_loss(
     """
     T = logits.size(1)
     targets = captions[:, 1 : T + 1]  # (N, T) word t+1 is predicted at step t
-    real = torch.arange(T, device=lengths.device) < (lengths - 1).unsqueeze(1)  # (N, T) not padding
+    real = real_words(lengths, T)  # (N, T) not padding
     cross_entropy = F.cross_entropy(logits[real], targets[real])  # mean over real tokens
     coverage = alphas.sum(dim=1)  # (N, P)  Σ_t α_ti
     penalty = ((1.0 - coverage) ** 2).sum(dim=1).mean()  # Σ_i (1 - Σ_t α_ti)², mean over captions

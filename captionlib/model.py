@@ -11,7 +11,7 @@ from .encoder import Encoder
 
 
 class CaptionModel(nn.Module):
-    """Show, Attend and Tell: Encoder -> Decoder with soft attention."""
+    """Show, Attend and Tell: Encoder -> Decoder with soft, hard or no attention."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, load_weights: bool = True):
         super().__init__()
@@ -25,7 +25,8 @@ class CaptionModel(nn.Module):
         captions: torch.Tensor,  # (N, L)
         lengths: torch.Tensor,  # (N,)
         image_of_caption: torch.Tensor | None = None,  # (N,), None when N == B
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced logits (N, T, V) and attention (N, T, P)."""
+        sample_locations: bool = False,  # hard attention only: sample where to look (training)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Teacher-forced logits (N, T, V), attention (N, T, P) and the sampled locations (N, T) or None."""
         annotations = inputs if inputs.dim() == 3 else self.encoder(inputs)  # (B, P, D)
-        return self.decoder(annotations, captions, lengths, image_of_caption)
+        return self.decoder(annotations, captions, lengths, image_of_caption, sample_locations)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .data import pad_captions
+from .loss import word_log_likelihoods
 from .metrics import cell_boxes, cells_overlapping, matching_object, named_objects
 from .shapes import ShapeObject, relation_between
 
@@ -77,12 +77,18 @@ def flipped_captions(words: Sequence[str]) -> list[tuple[str, list[str]]]:
 @torch.no_grad()
 def caption_log_likelihoods(model, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, image_of_caption: torch.Tensor) -> torch.Tensor:
     """Teacher-forced log p(caption | image), <end> included: images (B, 3, S, S), captions (N, L) -> (N,)."""
-    logits, _ = model(images, captions, lengths, image_of_caption)  # (N, T, V)
-    T = logits.size(1)
-    targets = captions[:, 1 : T + 1]  # (N, T)  word t+1 is predicted at step t
-    logp = F.log_softmax(logits, dim=2).gather(2, targets.unsqueeze(2)).squeeze(2)  # (N, T)
-    real = torch.arange(T, device=lengths.device) < (lengths - 1).unsqueeze(1)  # (N, T)
-    return (logp * real).sum(dim=1)  # (N,)
+    logits, _, _ = model(images, captions, lengths, image_of_caption)  # (N, T, V)
+    return word_log_likelihoods(logits, captions, lengths).sum(dim=1)  # (N,)
+
+
+def _teacher_forced_batch(model, dataset, chunk: list[int], texts: list[list[str]], owners: list[int]):
+    """The images of `chunk` (dataset indices) and the word lists `texts` (text i describes image chunk[owners[i]]) as
+    tensors on the model's device: images (B, 3, S, S), ids (N, L), lengths (N,), image_of_caption (N,)."""
+    device, vocab = next(model.parameters()).device, dataset.vocab
+    images = torch.stack([dataset[index][0] for index in chunk]).to(device)  # (B, 3, S, S)
+    ids = [torch.tensor([vocab.start_id, *(vocab.stoi.get(w, vocab.unk_id) for w in t), vocab.end_id]) for t in texts]
+    padded, lengths = pad_captions(ids)  # (N, L), (N,)
+    return images, padded.to(device), lengths.to(device), torch.tensor(owners, device=device)
 
 
 @torch.no_grad()
@@ -93,16 +99,14 @@ def relation_probe(model, dataset, objects: Sequence[Sequence[ShapeObject]], bat
     of its one-relation flips; reported overall and per relation word (chance: 0.5).
     """
     model.eval()
-    device = next(model.parameters()).device
     vocab = dataset.vocab
     wins = {w: 0 for w in RELATION_WORDS}
     total = {w: 0 for w in RELATION_WORDS}
     multi = [i for i, objs in enumerate(objects) if len(objs) >= 2]
     for start in range(0, len(multi), batch_images):
         chunk = multi[start : start + batch_images]
-        images, texts, owners, kinds = [], [], [], []  # kinds: (relation word, index of the true caption's row) per flip
+        texts, owners, kinds = [], [], []  # kinds: (relation word, true caption's row, flipped caption's row) per flip
         for b, index in enumerate(chunk):
-            images.append(dataset[index][0])
             for caption in dataset.captions[index]:
                 words = vocab.decode(vocab.encode(caption))
                 flips = flipped_captions(words)
@@ -115,11 +119,7 @@ def relation_probe(model, dataset, objects: Sequence[Sequence[ShapeObject]], bat
                     texts.append(flipped), owners.append(b)
         if not kinds:
             continue
-        ids = [torch.tensor([vocab.start_id, *(vocab.stoi.get(w, vocab.unk_id) for w in t), vocab.end_id]) for t in texts]
-        padded, lengths = pad_captions(ids)  # (N, L), (N,)
-        logp = caption_log_likelihoods(
-            model, torch.stack(images).to(device), padded.to(device), lengths.to(device), torch.tensor(owners, device=device)
-        ).cpu()  # (N,)
+        logp = caption_log_likelihoods(model, *_teacher_forced_batch(model, dataset, chunk, texts, owners)).cpu()  # (N,)
         for word, true_row, flipped_row in kinds:
             total[word] += 1
             wins[word] += bool(logp[true_row] > logp[flipped_row])
@@ -136,23 +136,19 @@ def attention_at_relations(model, dataset, objects: Sequence[Sequence[ShapeObjec
     the word) and of the object (named after it): the relation needs the object's position, yet it is not named yet.
     """
     model.eval()
-    device = next(model.parameters()).device
     vocab, grid = dataset.vocab, model.cfg.grid_size
     cells = cell_boxes(grid, model.cfg.image_size)  # (P, 4)
     at = {"subject": 0, "object": 0, "elsewhere": 0}
     multi = [i for i, objs in enumerate(objects) if len(objs) >= 2]
     for start in range(0, len(multi), batch_images):
         chunk = multi[start : start + batch_images]
-        images, texts, owners = [], [], []
+        texts, owners = [], []
         for b, index in enumerate(chunk):
-            images.append(dataset[index][0])
             for caption in dataset.captions[index]:
                 words = vocab.decode(vocab.encode(caption))
                 if stated_relations(words):
                     texts.append(words), owners.append(b)
-        ids = [torch.tensor([vocab.start_id, *(vocab.stoi[w] for w in t), vocab.end_id]) for t in texts]
-        padded, lengths = pad_captions(ids)  # (N, L), (N,)
-        _, alphas = model(torch.stack(images).to(device), padded.to(device), lengths.to(device), torch.tensor(owners, device=device))
+        _, alphas, _ = model(*_teacher_forced_batch(model, dataset, chunk, texts, owners))  # alphas (N, T, P)
         for words, owner, alpha in zip(texts, owners, alphas.cpu()):  # alpha (T, P): step t predicts word t
             objs = objects[chunk[owner]]
             for position, (word, subject, obj) in zip([i for i, w in enumerate(words) if w in RELATION_WORDS], stated_relations(words)):

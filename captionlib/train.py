@@ -20,6 +20,7 @@ from .distributed import Topology, barrier, global_sum, init_distributed
 from .evaluate import evaluate, split_dataset
 from .features import feature_cache
 from .files import cache_dir
+from .hard_attention import HardAttention, reinforce_terms
 from .loss import caption_loss
 from .model import CaptionModel
 from .sources import Split, load_splits
@@ -76,12 +77,18 @@ def train_epoch(
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)  # loss, cross-entropy, attention penalty
     amp = scaler.is_enabled()
+    attention = getattr(model, "module", model).decoder.attention  # DDP wraps the model
+    hard = isinstance(attention, HardAttention)
+    # Hard attention samples locations on a minibatch with probability hard_sample_p (§4.1), one draw per minibatch as
+    # in capgen.py; seeded by the epoch alone, so every process and every resumed run draws the same.
+    coins = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
     batches = tqdm(loader, leave=False, disable=not (progress and topo.is_main), desc="train", unit="batch")
     for index, (inputs, captions, lengths, image_of_caption, _) in enumerate(batches):
         where = f"epoch {epoch + 1}, step {index + 1}/{len(loader)}"
         inputs, captions, lengths, image_of_caption = (t.to(topo.device) for t in (inputs, captions, lengths, image_of_caption))
+        sample = hard and bool(torch.rand((), generator=coins) < cfg.train.hard_sample_p)
         with torch.autocast(topo.device.type, dtype=torch.float16) if amp else contextlib.nullcontext():
-            logits, alphas = model(inputs, captions, lengths, image_of_caption)  # (N, T, V), (N, T, P)
+            logits, alphas, locations = model(inputs, captions, lengths, image_of_caption, sample_locations=sample)  # (N, T, V), (N, T, P), (N, T)
         terms = caption_loss(logits.float(), captions, lengths, alphas.float(), cfg.train.attention_lambda)
         counts = torch.tensor([float((lengths - 1).sum()), float(len(lengths))], dtype=torch.float64)  # tokens, captions
         share = (counts / global_sum(counts)).to(topo.device, torch.float32)  # (2,) this process's share
@@ -92,8 +99,12 @@ def train_epoch(
         step = global_sum(torch.stack([loss, cross_entropy, penalty]).detach().double().cpu())  # (3,) global means
         if not bool(step.isfinite().all()):
             raise NonFiniteError(f"{where}: {non_finite_terms(step)}")
+        objective = loss
+        if hard:  # λ_r times the score-function surrogate, minus λ_e times the entropy of α, per word like the loss
+            surrogate, entropy = reinforce_terms(logits.float(), captions, lengths, alphas.float(), locations, attention.baseline)
+            objective = loss + (cfg.train.reinforce_weight * surrogate - cfg.train.entropy_weight * entropy) * share[0]  # eq. 12
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss * topo.world_size).backward()  # DDP divides the summed gradients by world_size
+        scaler.scale(objective * topo.world_size).backward()  # DDP divides the summed gradients by world_size
         scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         if not amp and not bool(norm.isfinite()):  # AMP skips such steps itself; DDP gave all the same gradients
@@ -101,6 +112,8 @@ def train_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if sample:  # b <- 0.9 b + 0.1 (per-word NLL), after the step: the baseline lags one minibatch, as in capgen.py
+            attention.baseline.mul_(cfg.train.baseline_decay).add_((1 - cfg.train.baseline_decay) * step[1].item())
         sums += step
         if on_step is not None:  # e.g. chapter 06, which checks its hand-written loop against these losses
             on_step(dict(zip(("loss", "cross_entropy", "attention_penalty"), step.tolist())))

@@ -100,7 +100,7 @@ def test_decoder_shapes_and_zero_attention_past_the_end():
     captions = torch.randint(4, 30, (5, 7))
     lengths = torch.tensor([7, 3, 5, 7, 4])
     image_of_caption = torch.tensor([0, 0, 1, 1, 1])
-    logits, alphas = dec(annotations, captions, lengths, image_of_caption)
+    logits, alphas, _ = dec(annotations, captions, lengths, image_of_caption)
     assert logits.shape == (5, 6, 30) and alphas.shape == (5, 6, 16)
     for n, length in enumerate(lengths.tolist()):
         torch.testing.assert_close(alphas[n, : length - 1].sum(1), torch.ones(length - 1))
@@ -112,7 +112,7 @@ def test_teacher_forcing_equals_stepping_by_hand():
     dec = Decoder(30, 24, SMALL).eval()
     annotations = torch.randn(1, 16, 24)
     captions = torch.tensor([[1, 7, 9, 4, 2]])
-    logits, alphas = dec(annotations, captions, torch.tensor([5]))
+    logits, alphas, _ = dec(annotations, captions, torch.tensor([5]))
     state, projected = dec.init_state(annotations), dec.attention.project(annotations)
     for t in range(4):
         logit, state, alpha = dec.step(captions[:, t], state, annotations, projected)
@@ -204,5 +204,5 @@ def test_missing_pretrained_weights_name_the_file(tmp_path, monkeypatch):
 
 def test_model_forward_end_to_end():
     model = CaptionModel(ModelConfig(encoder_channels=24, embed_dim=16, attention_dim=12, decoder_dim=20), vocab_size=40)
-    logits, alphas = model(torch.randn(2, 3, 64, 64), torch.randint(4, 40, (4, 9)), torch.tensor([9, 5, 6, 9]), torch.tensor([0, 0, 1, 1]))
+    logits, alphas, _ = model(torch.randn(2, 3, 64, 64), torch.randint(4, 40, (4, 9)), torch.tensor([9, 5, 6, 9]), torch.tensor([0, 0, 1, 1]))
     assert logits.shape == (4, 8, 40) and alphas.shape == (4, 8, 64)

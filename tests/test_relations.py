@@ -89,7 +89,7 @@ class PrefersAboveAndLeft(nn.Module):
 
     def forward(self, images, captions, lengths, image_of_caption):
         T = int(lengths.max()) - 1
-        return self.bias.expand(captions.size(0), T, -1), None  # (N, T, V)
+        return self.bias.expand(captions.size(0), T, -1), None, None  # (N, T, V)
 
 
 def test_probe_compares_each_true_caption_with_its_flips():
