@@ -234,6 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_option(p)
     p.set_defaults(run=cmd_caption)
 
+    p = commands.add_parser(
+        "experiments",
+        help="train a grid of variants x seeds on the same data and budget (cached, resumable) and tabulate their scores",
+        description="Each run is the book's shapes model with the grid's budget and one variant's changes; runs are cached "
+        "like the book's model, so an interrupted grid resumes. Writes OUT/experiments.json and prints mean ± std over seeds.",
+    )
+    p.add_argument("--out", default="runs/experiments", help="folder for experiments.json (default: runs/experiments)")
+    p.add_argument("--variants", nargs="+", metavar="NAME", help="default: all of none, soft, soft-no-beta, soft-no-deep-output, "
+                   "soft-lambda-paper, soft-lambda-1, soft-no-positions, hard")  # fmt: skip
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: 0 1")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(run=cmd_experiments)
+
     p = commands.add_parser("shapes", help="the built-in shapes world")
     shapes = p.add_subparsers(dest="shapes_command", required=True, metavar="ACTION")
     e = shapes.add_parser("export", help="write the shapes world in the Flickr8k Kaggle layout")
@@ -245,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-size", type=int)
     e.set_defaults(run=cmd_shapes_export)
     return parser
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from .experiments import SEEDS, VARIANTS, format_table, run_grid, write_table
+
+    unknown = [v for v in args.variants or [] if v not in VARIANTS]
+    if unknown:
+        return fail(f"--variants: unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    log = (lambda _: None) if args.json else print
+    rows = run_grid(tuple(args.variants or VARIANTS), tuple(args.seeds or SEEDS), log=log)
+    result = write_table(Path(args.out), rows)
+    print(json.dumps(result["summary"]) if args.json else format_table(result["summary"]))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

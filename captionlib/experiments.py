@@ -1,0 +1,149 @@
+"""What each part buys: a grid of model variants × seeds, trained on the same data with the same budget, scored alike.
+
+Every run is the book's shapes model (Config()) with the grid's budget and one variant's changes, trained through
+pretrained.cached_checkpoint: cached by its config and the library's sources, so a grid that was interrupted goes
+on where it stopped and a finished one costs nothing. The scores of each run are cached beside its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .checkpoint import load_checkpoint, load_model
+from .coco_metrics import java_available
+from .config import Config
+from .evaluate import evaluate
+from .hard_attention import set_decode_at
+from .pretrained import cached_checkpoint
+from .sources import load_splits
+
+# The budget every variant shares: a third of the book's training images and half its epochs, so that 16 runs fit
+# in CI. Same data (shapes.seed), same steps; train.seed alone changes from seed to seed.
+GRID_BUDGET = {"shapes.n_train": 3000, "shapes.n_test": 500, "train.epochs": 6, "train.batch_images": 24}
+
+# The paper sums −log p over a caption's words and captionlib averages it, so the paper's λ = 1 is λ ≈ 1 / (mean
+# caption length) here: 1 / 14.5 words (+ <end>) on the shapes world's training captions (chapter 05 measures it).
+PAPER_LAMBDA = 0.07
+
+# name -> the config fields it changes from the book's model ("soft": none; its λ is 0). "hard" is scored twice, once
+# per decoding.
+VARIANTS = {
+    "none": {"model.attention": "none"},
+    "soft": {},
+    "soft-no-beta": {"model.beta_gate": False},
+    "soft-no-deep-output": {"model.deep_output": False},
+    "soft-lambda-paper": {"train.attention_lambda": PAPER_LAMBDA},  # the paper's λ = 1, in captionlib's units
+    "soft-lambda-1": {"train.attention_lambda": 1.0},
+    "soft-no-positions": {"model.cell_positions": False},  # the paper's annotations: no cell (x, y) (chapter 09)
+    "hard": {"model.attention": "hard"},
+}
+SEEDS = (0, 1)
+
+# What the printed table shows, in order: (key in the scores, heading). The JSON holds every score.
+COLUMNS = (
+    ("bleu4", "BLEU-4"),
+    ("meteor", "METEOR"),
+    ("cider", "CIDEr"),
+    ("grounding", "ground."),
+    ("grounding_chance", "chance"),
+    ("hallucination", "halluc."),
+    ("recall", "recall"),
+    ("relation_probe", "probe"),
+    ("greedy_relation_accuracy", "rel.acc.g"),
+    ("greedy_relation_rate", "rel.rate.g"),
+    ("train_minutes", "minutes"),
+)
+
+
+def variant_config(variant: str, seed: int, budget: dict | None = None) -> Config:
+    """Config() with the grid's budget, the variant's changes and train.seed = seed."""
+    if variant not in VARIANTS:
+        raise ValueError(f"experiments: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    values = Config().to_dict()
+    for dotted, value in {**(GRID_BUDGET if budget is None else budget), **VARIANTS[variant], "train.seed": seed}.items():
+        section, name = dotted.split(".")
+        values[section][name] = value
+    return Config.from_dict(values)
+
+
+def decodings(variant: str) -> tuple[str, ...]:
+    """How a variant's model is decoded and scored: a hard model both with the expected context and at argmax α."""
+    return ("expected", "argmax") if VARIANTS[variant].get("model.attention") == "hard" else ("expected",)
+
+
+@torch.no_grad()
+def run_scores(checkpoint: Path, decode_at: str = "expected", coco: bool | None = None) -> dict[str, float]:
+    """Beam-3 scores on the test split, greedy relation accuracy and rate, and training minutes; cached beside the run."""
+    coco = java_available() if coco is None else coco
+    cache = checkpoint.parent / f"scores-{decode_at}{'-coco' if coco else ''}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model, vocab, cfg = load_model(checkpoint, torch.device("cpu"))
+    set_decode_at(model, decode_at)
+    test = load_splits(cfg)["test"]
+    scores = evaluate(model, vocab, test, beam_size=3, max_len=cfg.train.max_caption_len, coco=coco)
+    greedy = evaluate(model, vocab, test, beam_size=1, max_len=cfg.train.max_caption_len)
+    scores |= {f"greedy_{key}": greedy[key] for key in ("relation_accuracy", "relation_rate", "hallucination", "bleu4")}
+    history = load_checkpoint(checkpoint.parent / "last.pt")["history"]
+    scores["train_minutes"] = sum(epoch["seconds"] for epoch in history) / 60
+    cache.write_text(json.dumps(scores))
+    return scores
+
+
+def run_grid(
+    variants: tuple[str, ...] | None = None,
+    seeds: tuple[int, ...] = SEEDS,
+    budget: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, list[dict[str, float]]]:
+    """Train (or find cached) every variant × seed and score it -> {row name: [scores of each seed]}."""
+    rows: dict[str, list[dict[str, float]]] = {}
+    for variant in variants or tuple(VARIANTS):
+        for seed in seeds:
+            checkpoint = cached_checkpoint(variant_config(variant, seed, budget))
+            for decode_at in decodings(variant):
+                name = variant if len(decodings(variant)) == 1 else f"{variant} ({decode_at})"
+                rows.setdefault(name, []).append({"seed": seed, **run_scores(checkpoint, decode_at)})
+                log(f"{name}, seed {seed}: BLEU-4 {rows[name][-1]['bleu4']:.3f}")
+    return rows
+
+
+def summarise(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{row: {metric: {"mean", "std", "min", "max", "n"}}} over seeds; std is the sample standard deviation."""
+    table = {}
+    for name, runs in rows.items():
+        metrics = {}
+        for key in runs[0]:
+            values = [run[key] for run in runs if isinstance(run.get(key), (int, float)) and key != "seed"]
+            if len(values) == len(runs) and all(math.isfinite(v) for v in values):
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                metrics[key] = {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values), "n": len(values)}
+        table[name] = metrics
+    return table
+
+
+def format_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The summary as aligned text: mean ± std over seeds for each column present."""
+    columns = [(key, head) for key, head in COLUMNS if any(key in metrics for metrics in table.values())]
+    width = max(len(name) for name in table) + 2
+    lines = ["".ljust(width) + "".join(head.rjust(15) for _, head in columns)]
+    for name, metrics in table.items():
+        cells = [f"{metrics[key]['mean']:.3f} ± {metrics[key]['std']:.3f}" if key in metrics else "–" for key, _ in columns]
+        lines.append(name.ljust(width) + "".join(cell.rjust(15) for cell in cells))
+    seeds = sorted({m["n"] for metrics in table.values() for m in metrics.values()})
+    lines.append(f"mean ± standard deviation over {' or '.join(map(str, seeds))} seeds")
+    return "\n".join(lines)
+
+
+def write_table(out: Path, rows: dict[str, list[dict[str, float]]]) -> dict:
+    """out/experiments.json: every run's scores and the summary over seeds."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"budget": GRID_BUDGET, "variants": VARIANTS, "runs": rows, "summary": summarise(rows)}
+    (out / "experiments.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return result
