@@ -33,6 +33,7 @@ from captionlib.config import ShapesConfig
 from captionlib.data import collate_grouped
 from captionlib.evaluate import split_dataset
 from captionlib.features import feature_cache
+from captionlib.hard_attention import reinforce_terms
 from captionlib.shapes import generate_split
 from captionlib.vocab import SPECIALS
 
@@ -181,6 +182,43 @@ def bench_train(sizes: Sizes) -> Iterator[Metric]:
     )
 
 
+def hard_train_step(decoder: Decoder, optimizer: torch.optim.Optimizer, annotations, captions, lengths) -> None:
+    """One teacher-forced step of a hard-attention decoder on a minibatch that samples its locations: eq. 12's terms."""
+    logits, alphas, locations = decoder(annotations, captions, lengths, sample_locations=True)  # (N, T, V), (N, T, P), (N, T)
+    loss = caption_loss(logits, captions, lengths, alphas, attention_lambda=1.0).total
+    surrogate, entropy = reinforce_terms(logits, captions, lengths, alphas, locations, decoder.attention.baseline)
+    optimizer.zero_grad(set_to_none=True)
+    (loss + surrogate - 0.002 * entropy).backward()
+    torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
+    optimizer.step()
+
+
+def bench_hard(sizes: Sizes) -> Iterator[Metric]:
+    """A hard-attention training step (locations sampled) against a soft one, same sizes, same weights, same run."""
+    annotations = random_annotations(sizes, sizes.batch)  # (N, P, D)
+    captions, lengths = random_captions(sizes)  # (N, L), (N,)
+    soft = random_decoder(sizes).train()
+    torch.manual_seed(sizes.seed)
+    hard = Decoder(sizes.vocab, sizes.encoder_dim, ModelConfig(attention="hard", embed_dim=sizes.dim, attention_dim=sizes.dim, decoder_dim=sizes.dim))
+    hard.train()
+    optimizers = {d: torch.optim.Adam(d.parameters(), lr=4e-4) for d in (soft, hard)}
+    no_amp = torch.amp.GradScaler("cpu", enabled=False)
+    seconds, _ = median_seconds(
+        {
+            "soft": partial(train_step, soft, optimizers[soft], no_amp, annotations, captions, lengths),
+            "hard": partial(hard_train_step, hard, optimizers[hard], annotations, captions, lengths),
+        },
+        sizes.reps,
+    )
+    yield metric(
+        "hard_train_step_vs_soft",
+        seconds["hard"] / seconds["soft"],
+        "x",
+        f"a minibatch that samples s_t (eq. 8) and adds eq. 12's terms: {seconds['hard']:.2f} s against soft's {seconds['soft']:.2f} s; "
+        f"minibatches on the expected context cost what soft ones do",
+    )
+
+
 def beam_seconds_per_image(
     decoder: Decoder, annotations: torch.Tensor, k: int, sizes: Sizes, wrap: Callable = lambda run: run
 ) -> tuple[dict[str, float], dict[str, list]]:
@@ -310,6 +348,7 @@ def bench_feature_cache(sizes: Sizes) -> Iterator[Metric]:
 
 BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "train": bench_train,
+    "hard": bench_hard,
     "beam": bench_beam,
     "cache": bench_feature_cache,
     "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
