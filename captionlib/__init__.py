@@ -26,6 +26,8 @@ _EXPORTS = {
     "decode": "decoding",
     "greedy_decode": "decoding",
     "Encoder": "encoder",
+    "HardAttention": "hard_attention",
+    "NoAttention": "no_attention",
     "WeightsNotFoundError": "encoder",
     "ImageLoadError": "images",
     "open_image": "images",
