@@ -3,7 +3,7 @@
     python benchmarks/book.py --json            # one {"metric", "value", ...} per notebook, then the total
     python benchmarks/book.py --json --build    # also time `jupyter-book build` into a temporary folder
 
-Run it after `make model`: the default shapes model is cached, so the times are the chapters' own (chapter 05's
+Run it after `make model`: the default shapes model is cached, so the times are the chapters' own (chapter 04's
 small λ-sweep models are trained on first use, so a first run on a new machine measures those too).
 """
 

@@ -87,7 +87,7 @@ def png_bytes(colour: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def test_chapter_09_widgets_work_in_jupyterlab(browser, lab):
+def test_chapter_10_widgets_work_in_jupyterlab(browser, lab):
     url, root = lab
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()

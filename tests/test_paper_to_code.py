@@ -51,7 +51,7 @@ def test_code_at_markers_lie_in_their_function(page, path, name, markers):
 
 
 def test_eq_4_is_marked_in_score_as_written():
-    """The map's eq. 4 is SoftAttention.score with torch.tanh, as chapter 04 shows it; the CPU kernel has its own line."""
+    """The map's eq. 4 is SoftAttention.score with torch.tanh, as chapter 03 shows it; the CPU kernel has its own line."""
     path = "captionlib/attention.py"
     line = paper_code.find_marker(path, "eq. 4")
     assert paper_code.enclosing(path, line) == "SoftAttention.score"
