@@ -36,7 +36,7 @@ class Decoder(nn.Module):
         self.attention = make_attention(cfg.attention, D, n, cfg.attention_dim)
         self.init_h = nn.Linear(D, n)  # f_init,h
         self.init_c = nn.Linear(D, n)  # f_init,c
-        # gate, §4.2.1: one per channel (the paper's β is a scalar; chapter 05); None: ẑ_t = z_t
+        # gate, §4.2.1: one per channel (the paper's β is a scalar; chapter 04); None: ẑ_t = z_t
         self.f_beta = nn.Linear(n, D) if cfg.beta_gate else None
         self.lstm = nn.LSTMCell(m + D, n)  # input: [E y_{t-1}; ẑ_t]
         if cfg.deep_output:  # eq. 7

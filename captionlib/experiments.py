@@ -30,7 +30,7 @@ from .sources import load_splits
 GRID_BUDGET = {"shapes.n_test": 500, "train.epochs": 6, "train.batch_images": 24}
 
 # The paper sums −log p over a caption's words and captionlib averages it, so the paper's λ = 1 is λ ≈ 1 / (mean
-# caption length) here: 1 / 14.5 words (+ <end>) on the shapes world's training captions (chapter 05 measures it).
+# caption length) here: 1 / 14.5 words (+ <end>) on the shapes world's training captions (chapter 04 measures it).
 PAPER_LAMBDA = 0.07
 
 # name -> the config fields it changes from the book's model ("soft": none; its λ is 0). "hard" is scored twice, once

@@ -115,7 +115,7 @@ def train_epoch(
         if sample:  # b <- 0.9 b + 0.1 (per-word NLL), after the step: the baseline lags one minibatch, as in capgen.py
             attention.baseline.mul_(cfg.train.baseline_decay).add_((1 - cfg.train.baseline_decay) * step[1].item())
         sums += step
-        if on_step is not None:  # e.g. chapter 06, which checks its hand-written loop against these losses
+        if on_step is not None:  # e.g. chapter 05, which checks its hand-written loop against these losses
             on_step(dict(zip(("loss", "cross_entropy", "attention_penalty"), step.tolist())))
         batches.set_postfix(loss=f"{step[0].item():.3f}")
     means = (sums / max(len(loader), 1)).tolist()
