@@ -18,7 +18,7 @@ import torch
 from .checkpoint import load_checkpoint, load_model
 from .coco_metrics import java_available
 from .config import Config
-from .evaluate import evaluate
+from .evaluate import evaluate, predict, score, split_dataset
 from .hard_attention import set_decode_at
 from .pretrained import cached_checkpoint
 from .sources import load_splits
@@ -90,7 +90,9 @@ def run_scores(checkpoint: Path, decode_at: str = "expected", coco: bool | None 
     set_decode_at(model, decode_at)
     test = load_splits(cfg)["test"]
     scores = evaluate(model, vocab, test, beam_size=3, max_len=cfg.train.max_caption_len, coco=coco)
-    greedy = evaluate(model, vocab, test, beam_size=1, max_len=cfg.train.max_caption_len)
+    # Greedy captions, scored without evaluate(): the teacher-forced relation probe above does not depend on decoding.
+    greedy_captions = predict(model, split_dataset(test, vocab, cfg.model.image_size), 1, cfg.train.max_caption_len)
+    greedy = score(greedy_captions, test, vocab, cfg.model.grid_size, cfg.model.image_size)
     scores |= {f"greedy_{key}": greedy[key] for key in ("relation_accuracy", "relation_rate", "hallucination", "bleu4")}
     history = load_checkpoint(checkpoint.parent / "last.pt")["history"]
     scores["train_minutes"] = sum(epoch["seconds"] for epoch in history) / 60
