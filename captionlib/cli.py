@@ -241,9 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         "like the book's model, so an interrupted grid resumes. Writes OUT/experiments.json and prints mean ± std over seeds.",
     )
     p.add_argument("--out", default="runs/experiments", help="folder for experiments.json (default: runs/experiments)")
-    p.add_argument("--variants", nargs="+", metavar="NAME", help="default: all of none, soft, soft-no-beta, soft-no-deep-output, "
-                   "soft-lambda-paper, soft-lambda-1, soft-no-positions, hard")  # fmt: skip
+    p.add_argument("--variants", nargs="+", metavar="NAME", help="variants to run (default: every one; a wrong name lists them)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: 0 1")
+    p.add_argument("--workers", type=int, default=2, help="processes of one thread each that train runs side by side (default: 2)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=cmd_experiments)
 
@@ -267,7 +267,9 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     if unknown:
         return fail(f"--variants: unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     log = (lambda _: None) if args.json else print
-    rows = run_grid(tuple(args.variants or VARIANTS), tuple(args.seeds or SEEDS), log=log)
+    if args.workers < 1:
+        return fail("--workers must be at least 1")
+    rows = run_grid(tuple(args.variants or VARIANTS), tuple(args.seeds or SEEDS), log=log, workers=args.workers)
     result = write_table(Path(args.out), rows)
     print(json.dumps(result["summary"]) if args.json else format_table(result["summary"]))
     return EXIT_OK

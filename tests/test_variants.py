@@ -104,11 +104,12 @@ def test_experiments_grid_trains_caches_and_tabulates(tmp_path, monkeypatch):
               "model.decoder_dim": 16, "model.encoder_channels": 8}  # fmt: skip
     monkeypatch.setattr(experiments, "GRID_BUDGET", budget)
     monkeypatch.setattr(experiments, "java_available", lambda: False)  # METEOR's Java is tested in test_coco_metrics
-    rows = experiments.run_grid(("none", "hard"), (0, 1), log=lambda _: None)
+    rows = experiments.run_grid(("none", "hard"), (0, 1), log=lambda _: None, workers=2)  # two processes
     assert set(rows) == {"none", "hard (expected)", "hard (argmax)"} and all(len(runs) == 2 for runs in rows.values())
+    assert "grounding" not in rows["none"][0] and "grounding" in rows["hard (argmax)"][0]  # no α, no grounding
     cached = sorted((tmp_path / "cache").glob("*/scores-*.json"))
     assert len(cached) == 6  # none × 2 seeds, hard × 2 seeds × 2 decodings
-    again = experiments.run_grid(("none", "hard"), (0, 1), log=lambda _: None)  # all cached: the same numbers
+    again = experiments.run_grid(("none", "hard"), (0, 1), log=lambda _: None, workers=1)  # all cached: the same numbers
     assert again == rows
     table = experiments.write_table(tmp_path / "out", rows)["summary"]
     assert table["none"]["bleu4"]["n"] == 2 and table["none"]["bleu4"]["min"] <= table["none"]["bleu4"]["mean"] <= table["none"]["bleu4"]["max"]
@@ -117,3 +118,17 @@ def test_experiments_grid_trains_caches_and_tabulates(tmp_path, monkeypatch):
     assert "hard (argmax)" in text and "±" in text and "over 2 seeds" in text
     with pytest.raises(ValueError, match="unknown variant 'soft-plus'"):
         experiments.variant_config("soft-plus", 0)
+
+
+def test_compare_calls_a_difference_inside_the_seed_spread_a_tie():
+    from captionlib.experiments import compare, summarise
+
+    rows = {
+        "a": [{"seed": 0, "bleu4": 0.90}, {"seed": 1, "bleu4": 0.80}],  # range 0.10
+        "b": [{"seed": 0, "bleu4": 0.70}, {"seed": 1, "bleu4": 0.68}],  # mean 0.69: 0.16 below a, more than 0.10
+        "c": [{"seed": 0, "bleu4": 0.80}, {"seed": 1, "bleu4": 0.78}],  # mean 0.79: 0.06 below a, inside a's range
+    }
+    table = summarise(rows)
+    assert compare(table, "a", "b", "bleu4") == 1 and compare(table, "b", "a", "bleu4") == -1
+    assert compare(table, "a", "c", "bleu4") == 0 and compare(table, "c", "a", "bleu4") == 0
+    assert compare(table, "b", "c", "bleu4") == -1  # 0.10 apart, ranges 0.02 and 0.02
