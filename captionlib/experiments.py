@@ -22,7 +22,7 @@ from .coco_metrics import java_available
 from .config import Config
 from .evaluate import evaluate, predict, score, split_dataset
 from .hard_attention import set_decode_at
-from .pretrained import cached_checkpoint
+from .pretrained import cached_checkpoint, is_trained, run_dir
 from .sources import load_splits
 
 # The budget every variant shares: 3000 training images x 4 epochs in batches of 12 images (1000 updates), a decoder of
@@ -83,11 +83,16 @@ def decodings(variant: str) -> tuple[str, ...]:
     return ("expected", "argmax") if VARIANTS[variant].get("model.attention") == "hard" else ("expected",)
 
 
+def scores_file(decode_at: str, coco: bool) -> str:
+    """The name of a run's cached scores, beside its checkpoint."""
+    return f"scores-{decode_at}{'-coco' if coco else ''}.json"
+
+
 @torch.no_grad()
 def run_scores(checkpoint: Path, decode_at: str = "expected", coco: bool | None = None) -> dict[str, float]:
     """Beam-3 scores on the test split, greedy relation accuracy and rate, and training minutes; cached beside the run."""
     coco = java_available() if coco is None else coco
-    cache = checkpoint.parent / f"scores-{decode_at}{'-coco' if coco else ''}.json"
+    cache = checkpoint.parent / scores_file(decode_at, coco)
     if cache.exists():
         return json.loads(cache.read_text())
     model, vocab, cfg = load_model(checkpoint, torch.device("cpu"))
@@ -133,12 +138,21 @@ def run_grid(
     """
     budget, coco = GRID_BUDGET if budget is None else budget, java_available()  # decided here, once for every worker
     jobs = [(variant, seed, budget, coco) for variant in variants or tuple(VARIANTS) for seed in seeds]
-    if workers > 1 and len(jobs) > 1:
+    todo = [job for job in jobs if not is_done(*job)]  # finished and scored runs are read here, without a worker
+    if workers > 1 and len(todo) > 1:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no OpenMP state inherited from this one
-        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=torch.set_num_threads, initargs=(1,))
+        pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=torch.set_num_threads, initargs=(1,))
         with pool:
-            return _collect(pool.map(train_and_score, *zip(*jobs)), log)
+            results = dict(zip(todo, pool.map(train_and_score, *zip(*todo))))
+            return _collect((results[job] if job in results else train_and_score(*job) for job in jobs), log)
     return _collect((train_and_score(*job) for job in jobs), log)
+
+
+def is_done(variant: str, seed: int, budget: dict, coco: bool) -> bool:
+    """True when the run is trained and each of its decodings has its scores cached."""
+    config = variant_config(variant, seed, budget)
+    folder = run_dir(config)
+    return is_trained(config) and all((folder / scores_file(decode_at, coco)).exists() for decode_at in decodings(variant))
 
 
 def _collect(results, log: Callable[[str], None]) -> dict[str, list[dict[str, float]]]:

@@ -21,6 +21,21 @@ MODEL_SOURCES = (
 )  # fmt: skip
 
 
+def run_dir(config: Config) -> Path:
+    """$CAPTIONLIB_CACHE/<data>-<hash>, where `config` is trained: the hash covers the config and the model's sources."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for name in MODEL_SOURCES:  # a change to what defines or trains the model retrains it
+        digest.update((Path(__file__).parent / name).read_bytes())
+    name = "shapes" if config.data == "shapes" else Path(config.data).name
+    return cache_dir() / f"{name}-{digest.hexdigest()[:10]}"
+
+
+def is_trained(config: Config) -> bool:
+    """True when run_dir(config) holds a run that finished all its epochs."""
+    last = run_dir(config) / LAST
+    return last.exists() and load_checkpoint(last)["epoch"] + 1 >= config.train.epochs
+
+
 def cached_checkpoint(config: Config | None = None, progress: bool = False) -> Path:
     """best.pt of `config` (default: Config()) trained on first use and cached; later calls return at once.
 
@@ -29,16 +44,11 @@ def cached_checkpoint(config: Config | None = None, progress: bool = False) -> P
     lets several notebooks ask at once while only one of them trains, and an interrupted run resumes.
     """
     config = config or Config()
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for name in MODEL_SOURCES:  # a change to what defines or trains the model retrains it
-        digest.update((Path(__file__).parent / name).read_bytes())
-    name = "shapes" if config.data == "shapes" else Path(config.data).name
-    out = cache_dir() / f"{name}-{digest.hexdigest()[:10]}"
+    out = run_dir(config)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        finished = (out / LAST).exists() and load_checkpoint(out / LAST)["epoch"] + 1 >= config.train.epochs
-        if not finished:
+        if not is_trained(config):
             train(config, out, progress=progress)
     return out / BEST
 
