@@ -3,8 +3,8 @@
     python benchmarks/book.py --json            # one {"metric", "value", ...} per notebook, then the total
     python benchmarks/book.py --json --build    # also time `jupyter-book build` into a temporary folder
 
-Run it after `make model`: the default shapes model is cached, so the times are the chapters' own (chapter 04's
-small λ-sweep models are trained on first use, so a first run on a new machine measures those too).
+Run it after `make model`: the default shapes model and the experiment grid (chapters 04, 11, 12) are cached, so the
+times are the chapters' own.
 """
 
 from __future__ import annotations
