@@ -55,12 +55,18 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.seed is not None:
         cfg.shapes.seed = args.seed
     for text in args.set or []:
-        section, name, value = parse_override(text)
-        part = getattr(cfg, section, None)
-        if not dataclasses.is_dataclass(part) or name not in {f.name for f in dataclasses.fields(part)}:
-            raise ValueError(f"--set {text!r}: no config field {section}.{name}")
-        setattr(part, name, parse_value(text, type(getattr(part, name)), value))
+        (section, name), value = typed_override(text, cfg)
+        setattr(getattr(cfg, section), name, value)
     return Config.from_dict(cfg.to_dict())  # round trip: checks every value against config.LIMITS
+
+
+def typed_override(text: str, cfg: Config) -> tuple[tuple[str, str], object]:
+    """--set SECTION.FIELD=VALUE -> ((section, field), the value as the field's type in cfg); ValueError naming it."""
+    section, name, value = parse_override(text)
+    part = getattr(cfg, section, None)
+    if not dataclasses.is_dataclass(part) or name not in {f.name for f in dataclasses.fields(part)}:
+        raise ValueError(f"--set {text!r}: no config field {section}.{name}")
+    return (section, name), parse_value(text, type(getattr(part, name)), value)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -244,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", metavar="NAME", help="variants to run (default: every one; a wrong name lists them)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: 0 1")
     p.add_argument("--workers", type=int, default=2, help="processes of one thread each that train runs side by side (default: 2)")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="change the budget every run shares, e.g. --set train.epochs=12 on a GPU; repeatable")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=cmd_experiments)
 
@@ -261,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
-    from .experiments import SEEDS, VARIANTS, format_table, run_grid, write_table
+    from .experiments import GRID_BUDGET, SEEDS, VARIANTS, format_table, run_grid, variant_config, write_table
 
     unknown = [v for v in args.variants or [] if v not in VARIANTS]
     if unknown:
@@ -269,8 +277,13 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     log = (lambda _: None) if args.json else print
     if args.workers < 1:
         return fail("--workers must be at least 1")
-    rows = run_grid(tuple(args.variants or VARIANTS), tuple(args.seeds or SEEDS), log=log, workers=args.workers)
-    result = write_table(Path(args.out), rows)
+    budget = dict(GRID_BUDGET)
+    for text in args.set or []:
+        (section, name), value = typed_override(text, Config())
+        budget[f"{section}.{name}"] = value
+    variant_config("soft", 0, budget)  # checks every value against config.LIMITS before anything trains
+    rows = run_grid(tuple(args.variants or VARIANTS), tuple(args.seeds or SEEDS), budget, log=log, workers=args.workers)
+    result = write_table(Path(args.out), rows, budget)
     print(json.dumps(result["summary"]) if args.json else format_table(result["summary"]))
     return EXIT_OK
 

@@ -7,10 +7,12 @@ on where it stopped and a finished one costs nothing. The scores of each run are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
 import statistics
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -127,7 +129,8 @@ def train_and_score(variant: str, seed: int, budget: dict, coco: bool) -> list[t
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        checkpoint = cached_checkpoint(variant_config(variant, seed, budget))
+        with contextlib.redirect_stdout(sys.stderr):  # training's log, so that stdout carries the table alone (--json)
+            checkpoint = cached_checkpoint(variant_config(variant, seed, budget))
         return [(row_name(variant, decode_at), {"seed": seed, **run_scores(checkpoint, decode_at, coco)}) for decode_at in decodings(variant)]
     finally:
         torch.set_num_threads(threads)
@@ -213,9 +216,9 @@ def format_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def write_table(out: Path, rows: dict[str, list[dict[str, float]]]) -> dict:
-    """out/experiments.json: every run's scores and the summary over seeds."""
+def write_table(out: Path, rows: dict[str, list[dict[str, float]]], budget: dict | None = None) -> dict:
+    """out/experiments.json: the budget, every run's scores and the summary over seeds."""
     out.mkdir(parents=True, exist_ok=True)
-    result = {"budget": GRID_BUDGET, "variants": VARIANTS, "runs": rows, "summary": summarise(rows)}
+    result = {"budget": GRID_BUDGET if budget is None else budget, "variants": VARIANTS, "runs": rows, "summary": summarise(rows)}
     (out / "experiments.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     return result

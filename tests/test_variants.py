@@ -132,3 +132,19 @@ def test_compare_calls_a_difference_inside_the_seed_spread_a_tie():
     assert compare(table, "a", "b", "bleu4") == 1 and compare(table, "b", "a", "bleu4") == -1
     assert compare(table, "a", "c", "bleu4") == 0 and compare(table, "c", "a", "bleu4") == 0
     assert compare(table, "b", "c", "bleu4") == -1  # 0.10 apart, ranges 0.02 and 0.02
+
+
+def test_experiments_cli_changes_the_budget_with_set_and_names_a_bad_field(tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    tiny = ["shapes.n_train=24", "shapes.n_val=8", "shapes.n_test=8", "train.epochs=1", "model.decoder_dim=16", "model.encoder_channels=8"]
+    sets = [arg for text in tiny for arg in ("--set", text)]
+    done = run_cli("experiments", "--out", out, "--variants", "none", "--seeds", "0", "--workers", "1", "--json", *sets,
+                   env={"CAPTIONLIB_CACHE": str(cache)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    written = json.loads((out / "experiments.json").read_text())
+    assert written["budget"]["train.epochs"] == 1 and written["budget"]["model.decoder_dim"] == 16
+    assert written["budget"]["train.batch_images"] == 12  # the rest of the grid's budget is kept
+    assert json.loads(done.stdout) == written["summary"] and set(written["summary"]) == {"none"}
+    for bad, named in (("train.epochz=2", "no config field train.epochz"), ("train.epochs=0", "train.epochs")):
+        failed = run_cli("experiments", "--out", out, "--set", bad, env={"CAPTIONLIB_CACHE": str(cache)})
+        assert failed.returncode != 0 and named in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
