@@ -151,12 +151,12 @@ def run_grid(
     """
     budget, coco = GRID_BUDGET if budget is None else budget, java_available()  # decided here, once for every worker
     jobs = [(variant, seed, budget, coco) for variant in variants or tuple(VARIANTS) for seed in seeds]
-    todo = [job for job in jobs if not is_done(*job)]  # finished and scored runs are read here, without a worker
+    todo = [i for i, job in enumerate(jobs) if not is_done(*job)]  # finished, scored runs are read here, without a worker
     if workers > 1 and len(todo) > 1:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no OpenMP state inherited from this one
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
-            results = dict(zip(todo, pool.map(train_and_score, *zip(*todo))))
-            return _collect((results[job] if job in results else train_and_score(*job) for job in jobs), log)
+            results = dict(zip(todo, pool.map(train_and_score, *zip(*(jobs[i] for i in todo)))))
+            return _collect((results[i] if i in results else train_and_score(*job) for i, job in enumerate(jobs)), log)
     return _collect((train_and_score(*job) for job in jobs), log)
 
 
