@@ -24,7 +24,7 @@ from .coco_metrics import java_available
 from .config import Config
 from .evaluate import evaluate, predict, score, split_dataset
 from .hard_attention import set_decode_at
-from .pretrained import cached_checkpoint, is_trained, run_dir
+from .pretrained import cached_checkpoint, run_dir
 from .sources import load_splits
 
 # The budget every variant shares: 3000 training images x 4 epochs in batches of 12 images (1000 updates), a decoder of
@@ -161,10 +161,9 @@ def run_grid(
 
 
 def is_done(variant: str, seed: int, budget: dict, coco: bool) -> bool:
-    """True when the run is trained and each of its decodings has its scores cached."""
-    config = variant_config(variant, seed, budget)
-    folder = run_dir(config)
-    return is_trained(config) and all((folder / scores_file(decode_at, coco)).exists() for decode_at in decodings(variant))
+    """True when each decoding of the run has its scores cached (run_scores writes them only after training finished)."""
+    folder = run_dir(variant_config(variant, seed, budget))
+    return all((folder / scores_file(decode_at, coco)).exists() for decode_at in decodings(variant))
 
 
 def _collect(results, log: Callable[[str], None]) -> dict[str, list[dict[str, float]]]:
