@@ -24,6 +24,7 @@ class ShapesConfig:
     max_objects: int = 3
     seed: int = 0
     relation_first: bool = False  # "a A above a B" instead of "a A and a B below it" (chapter 09 measures both)
+    mark_leftwards: bool = True  # open the right-to-left caption with "leftwards :" (chapter 09: greedy's first object)
 
     def __post_init__(self):
         _check_section(self, "shapes")
@@ -77,6 +78,9 @@ class TrainConfig:
     max_caption_len: int = 24  # decoding limit, in words
     seed: int = 0
     val_beam_size: int = 1  # 1 = greedy decoding for per-epoch validation BLEU
+    # Which epoch best.pt keeps: "bleu4", the highest validation BLEU-4 (the paper's early stopping), or "last". On the
+    # shapes world BLEU-4 peaks where greedy decoding lists the objects, often before the relations are learned (chapter 09).
+    select_on: str = "last"
     device: str = "auto"  # "auto" (GPU when present), "cpu" or "cuda"
     amp: bool = True  # float16 autocast + gradient scaling, on GPU only
     feature_cache: bool = True  # with a frozen encoder, encode each training image once (float16 memmap)
@@ -189,6 +193,7 @@ LIMITS = {
     "train.max_caption_len": at_least(1),
     "train.seed": at_least(0),
     "train.val_beam_size": at_least(1),
+    "train.select_on": one_of("bleu4", "last"),
     "train.device": one_of("auto", "cpu", "cuda"),
     "train.num_workers": at_least(0),
 }

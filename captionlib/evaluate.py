@@ -86,9 +86,10 @@ def evaluate(
     length_penalty: float = 0.0,
     coco: bool = False,
     num_workers: int = 0,
+    probe: bool = True,
 ) -> dict[str, float]:
-    """predict() then score() on one split, plus the relation probe where objects are known; coco=True adds
-    pycocoevalcap's metrics on the same captions.
+    """predict() then score() on one split, plus the relation probe where objects are known (probe=False: not, as
+    in training's per-epoch validation, which selects on BLEU-4); coco=True adds pycocoevalcap's metrics.
 
     Under torchrun the processes share the decoding and all get the scores; the COCO metrics (a Java METEOR
     each) are computed by rank 0 alone.
@@ -97,7 +98,7 @@ def evaluate(
     dataset = split_dataset(split, vocab, cfg.image_size)
     captions = predict(model, dataset, beam_size, max_len, length_penalty, num_workers=num_workers)
     result = score(captions, split, vocab, cfg.grid_size, cfg.image_size)
-    if split.objects is not None:  # teacher-forced, so the same on every process: each computes it whole
+    if probe and split.objects is not None:  # teacher-forced, so the same on every process: each computes it whole
         result |= relation_probe(model, dataset, split.objects)
     if coco and rank_and_world()[0] == 0:
         from .coco_metrics import coco_scores

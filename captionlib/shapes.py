@@ -87,16 +87,21 @@ def placed(objects: list[ShapeObject], relation_first: bool) -> str:
     return ", ".join([phrases[0], *later[:-1]]) + f" and {later[-1]}" if later else phrases[0]
 
 
-def describe(objects: list[ShapeObject], relation_first: bool = False) -> list[str]:
-    """Five differently worded captions for objects sorted left to right: two place them, three list them."""
+def describe(objects: list[ShapeObject], relation_first: bool = False, mark_leftwards: bool = True) -> list[str]:
+    """Five differently worded captions for objects sorted left to right: two place them, three list them.
+
+    mark_leftwards: the caption that names the objects right to left opens with "leftwards :", so every caption
+    that starts "a <size>" names the leftmost object first (unmarked, a decoder cannot tell which end it starts at).
+    """
     phrases = [o.phrase() for o in objects]
     listed = phrases[0] if len(phrases) == 1 else ", a ".join(phrases[:-1]) + f" and a {phrases[-1]}"
     n = len(objects)
     count = "a single shape" if n == 1 else f"{COUNT_WORDS[n]} shapes"
+    leftwards = "leftwards : " if mark_leftwards else ""
     return [
         placed(objects, relation_first),  # left to right
         f"there is a {listed}",
-        placed(objects[::-1], relation_first) if n > 1 else f"a {phrases[0]} in the picture",  # right to left
+        leftwards + placed(objects[::-1], relation_first) if n > 1 else f"a {phrases[0]} in the picture",  # right to left
         f"a picture of a {listed}",
         f"an image with {count} : a {listed}",
     ]
@@ -161,7 +166,7 @@ def generate_split(name: str, n: int, cfg: ShapesConfig) -> ShapesSplit:
         images[i] = render(drawn, size, rng)
         objects = [o for o, _ in drawn]
         all_objects.append(objects)
-        texts = describe(objects, cfg.relation_first)
+        texts = describe(objects, cfg.relation_first, cfg.mark_leftwards)
         rng.shuffle(texts)  # no caption position carries meaning
         captions.append(texts)
     return ShapesSplit(name, torch.from_numpy(images), captions, all_objects)

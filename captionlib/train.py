@@ -164,7 +164,8 @@ def train(
     command after an interruption continues from the last finished epoch and ends with the same
     weights as an uninterrupted run (bit for bit on a CPU; on a GPU, atomic adds in backward make every run,
     resumed or not, differ in the last bits). No RNG state needs saving: each epoch seeds its data order and
-    dropout from (seed, epoch, rank). out_dir/best.pt holds the model with the best validation BLEU-4.
+    dropout from (seed, epoch, rank). out_dir/best.pt holds the model train.select_on picks: the last epoch's, or the
+    one with the best validation BLEU-4.
     Under torchrun every process trains its share of each batch (DistributedDataParallel, gloo on CPU,
     nccl on GPU) and rank 0 alone logs and writes checkpoints. on_step, if given, is called after every optimiser
     step with that step's global {"loss", "cross_entropy", "attention_penalty"} (floats), on every process.
@@ -236,7 +237,7 @@ def train(
             losses = train_epoch(trained, loader, optimizer, scheduler, scaler, cfg, topo, progress, epoch, on_step)
         except NonFiniteError as e:
             raise NonFiniteError(f"{e}; stopped before updating the weights, {untouched(epoch)}") from None
-        val = evaluate(model, vocab, splits["val"], cfg.train.val_beam_size, cfg.train.max_caption_len, num_workers=cfg.train.num_workers)
+        val = evaluate(model, vocab, splits["val"], cfg.train.val_beam_size, cfg.train.max_caption_len, num_workers=cfg.train.num_workers, probe=False)
         record = {"epoch": epoch + 1, **losses, **{f"val_{k}": v for k, v in val.items()}, "seconds": time.perf_counter() - began}
         history.append(record)
         bad = non_finite_weight(model)  # the last line of defence: no checkpoint ever holds a NaN or an inf
@@ -245,7 +246,7 @@ def train(
             raise NonFiniteError(f"epoch {epoch + 1}: {said} is not finite after training; stopped before writing, {untouched(epoch)}")
         if topo.is_main:
             payload = {"config": cfg.to_dict(), "vocab": vocab.itos, "model": model.state_dict(), "history": history}
-            if val["bleu4"] > best:
+            if val["bleu4"] > best or cfg.train.select_on == "last":
                 save_checkpoint({**payload, "epoch": epoch, "best_bleu4": val["bleu4"]}, out / BEST)
             save_checkpoint(
                 {

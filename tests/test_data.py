@@ -70,12 +70,15 @@ def test_relations_in_captions():
     top = ShapeObject("diamond", "green", "small", (45, 0, 55, 10))
     # the default: both objects are named before the relation word
     assert describe([left, right])[0] == "a small red circle and a large blue square to the right of it"
-    assert describe([left, right])[2] == "a large blue square and a small red circle to the left of it"
+    # the other placing caption reads right to left, and says so first: the first object named is never ambiguous
+    assert describe([left, right])[2] == "leftwards : a large blue square and a small red circle to the left of it"
+    assert describe([left, right], mark_leftwards=False)[2] == "a large blue square and a small red circle to the left of it"
+    assert describe([left], mark_leftwards=False) == describe([left])  # one object: no right-to-left caption to mark
     assert describe([right, top])[0] == "a large blue square and a small green diamond above it"
     assert describe([left, right, top])[0] == "a small red circle, a large blue square to the right of it and a small green diamond above it"
     # relation_first, the book's first captions: the relation word comes before the object it points to
     assert describe([left, right], relation_first=True)[0] == "a small red circle to the left of a large blue square"
-    assert describe([left, right], relation_first=True)[2] == "a large blue square to the right of a small red circle"
+    assert describe([left, right], relation_first=True)[2] == "leftwards : a large blue square to the right of a small red circle"
     assert describe([right, top], relation_first=True)[0] == "a large blue square below a small green diamond"
     assert all(s in SHAPES for s in ("circle", "square", "triangle", "diamond"))
 
@@ -108,3 +111,4 @@ def test_collates_pad_and_group():
     assert len(pairs) == 20
     images, captions, lengths = collate_pairs([pairs[0], pairs[7]])
     assert images.shape == (2, 3, 64, 64) and captions.shape[0] == 2
+

@@ -56,6 +56,16 @@ def test_resuming_restores_the_mixed_precision_loss_scale(tiny_checkpoint, tmp_p
     assert start == last["epoch"] + 1 and scaler.state_dict() == reached
 
 
+@pytest.mark.parametrize("select_on, kept", [("bleu4", 2), ("last", 3)])
+def test_best_pt_keeps_the_epoch_select_on_picks(tmp_path, monkeypatch, select_on, kept):
+    """Validation BLEU-4 scripted to peak at epoch 2 of 3: "bleu4" keeps epoch 2 (the paper's early stopping), "last" 3."""
+    scripted = iter([0.5, 0.9, 0.7])
+    monkeypatch.setattr("captionlib.train.evaluate", lambda *args, **kwargs: {"bleu4": next(scripted)})
+    best = train(tiny_config(epochs=3, select_on=select_on), tmp_path, progress=False, log=lambda _: None)
+    assert load_checkpoint(best)["epoch"] + 1 == kept and load_checkpoint(best)["best_bleu4"] == [0.5, 0.9, 0.7][kept - 1]
+    assert load_checkpoint(tmp_path / LAST)["best_bleu4"] == 0.9  # last.pt keeps the best score seen, either way
+
+
 def test_rerunning_a_finished_run_changes_nothing(tiny_checkpoint, capsys):
     before = (tiny_checkpoint.parent / LAST).stat().st_mtime_ns
     train(tiny_config(), tiny_checkpoint.parent, progress=False)
