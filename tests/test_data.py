@@ -111,4 +111,3 @@ def test_collates_pad_and_group():
     assert len(pairs) == 20
     images, captions, lengths = collate_pairs([pairs[0], pairs[7]])
     assert images.shape == (2, 3, 64, 64) and captions.shape[0] == 2
-
