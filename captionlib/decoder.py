@@ -100,6 +100,8 @@ class Decoder(nn.Module):
         Logits and α are zero past each caption's end, and so are the locations. The captions of one image attend
         together (k rows per image, as in beam search), and an image leaves the batch once its longest caption ends.
         """
+        if sample_locations and not isinstance(self.attention, HardAttention):
+            raise ValueError(f"sample_locations=True samples hard attention's locations; this decoder's attention is {type(self.attention).__name__}")
         N, B = captions.size(0), annotations.size(0)
         if image_of_caption is None:
             image_of_caption = torch.arange(N, device=captions.device)  # (N,) one caption per image

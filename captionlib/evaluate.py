@@ -89,7 +89,7 @@ def evaluate(
     probe: bool = True,
 ) -> dict[str, float]:
     """predict() then score() on one split, plus the relation probe where objects are known (probe=False: not, as
-    in training's per-epoch validation, which selects on BLEU-4); coco=True adds pycocoevalcap's metrics.
+    in training's per-epoch validation, which needs BLEU-4 only); coco=True adds pycocoevalcap's metrics.
 
     Under torchrun the processes share the decoding and all get the scores; the COCO metrics (a Java METEOR
     each) are computed by rank 0 alone.

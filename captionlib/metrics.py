@@ -58,6 +58,13 @@ def cells_overlapping(box: tuple[int, int, int, int], cells: torch.Tensor) -> to
     return (cells[:, 0] < x1) & (x0 < cells[:, 2]) & (cells[:, 1] < y1) & (y0 < cells[:, 3])
 
 
+def cells_away(cell: int, covered: torch.Tensor, grid_size: int) -> int:
+    """How many cells (king's moves on the grid) from cell to the nearest covered one: 0 on it, 1 beside it."""
+    where = covered.nonzero().squeeze(1)  # (K,) covered cells, row-major
+    rows, cols = where // grid_size, where % grid_size  # (K,) each
+    return int(torch.maximum((rows - cell // grid_size).abs(), (cols - cell % grid_size).abs()).min())
+
+
 def object_scores(
     captions: Sequence[Sequence[str]],
     alphas: Sequence[torch.Tensor],

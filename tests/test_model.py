@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from captionlib import CaptionModel, Decoder, ModelConfig, SoftAttention, caption_loss
@@ -105,6 +106,9 @@ def test_decoder_shapes_and_zero_attention_past_the_end():
     for n, length in enumerate(lengths.tolist()):
         torch.testing.assert_close(alphas[n, : length - 1].sum(1), torch.ones(length - 1))
         assert alphas[n, length - 1 :].abs().sum() == 0 and logits[n, length - 1 :].abs().sum() == 0
+
+    with pytest.raises(ValueError, match="samples hard attention's locations; this decoder's attention is SoftAttention"):
+        dec(annotations, captions, lengths, image_of_caption, sample_locations=True)
 
 
 def test_teacher_forcing_equals_stepping_by_hand():
