@@ -45,7 +45,7 @@ class SoftAttention(nn.Module):
         tanh x = 2σ(2x) − 1, so  w^T tanh x = 2 w^T σ(2x) − Σ_a w_a: the same e.
         """
         x = projected.unsqueeze(1) + query.unsqueeze(2)  # (B, k, P, A)  W_a a_i + W_h h
-        w = self.w.weight.view(-1)  # (A,)
+        w = self.w.weight.view(-1).to(x.dtype)  # (A,) in x's dtype: under bfloat16 autocast the passes below stay bfloat16
         sigma = x.mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x), in place: no second buffer
         # Autograd keeps σ for the backward passes, so training gets a copy; decoding (no grad) works in place. A
         # sum, not a product with w: it splits its rows between threads as the elementwise passes do, so each core

@@ -50,6 +50,17 @@ def build_optimizer(model: CaptionModel, cfg: Config, steps_per_epoch: int):
     return optimizer, scheduler
 
 
+def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """train.amp: float16 on a GPU (with gradient scaling), bfloat16 on a CPU with native bfloat16 arithmetic, else None."""
+    if not cfg.train.amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():  # elsewhere bfloat16 is emulated, and slower
+        return torch.bfloat16
+    return None
+
+
 def non_finite_terms(step: torch.Tensor) -> str:
     """Which of the (3,) global loss, cross-entropy and attention penalty went bad, with their values."""
     loss, cross_entropy, penalty = step.tolist()
@@ -76,7 +87,7 @@ def train_epoch(
     """
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)  # loss, cross-entropy, attention penalty
-    amp = scaler.is_enabled()
+    dtype = autocast_dtype(cfg, topo.device)  # float16, bfloat16 or None (float32 throughout)
     attention = getattr(model, "module", model).decoder.attention  # DDP wraps the model
     hard = isinstance(attention, HardAttention)
     # Hard attention samples locations on a minibatch with probability hard_sample_p (§4.1), one draw per minibatch as
@@ -87,7 +98,7 @@ def train_epoch(
         where = f"epoch {epoch + 1}, step {index + 1}/{len(loader)}"
         inputs, captions, lengths, image_of_caption = (t.to(topo.device) for t in (inputs, captions, lengths, image_of_caption))
         sample = hard and bool(torch.rand((), generator=coins) < cfg.train.hard_sample_p)
-        with torch.autocast(topo.device.type, dtype=torch.float16) if amp else contextlib.nullcontext():
+        with torch.autocast(topo.device.type, dtype=dtype) if dtype else contextlib.nullcontext():
             logits, alphas, locations = model(inputs, captions, lengths, image_of_caption, sample_locations=sample)  # (N, T, V), (N, T, P), (N, T)
         terms = caption_loss(logits.float(), captions, lengths, alphas.float(), cfg.train.attention_lambda)
         counts = torch.tensor([float((lengths - 1).sum()), float(len(lengths))], dtype=torch.float64)  # tokens, captions
@@ -107,7 +118,7 @@ def train_epoch(
         scaler.scale(objective * topo.world_size).backward()  # DDP divides the summed gradients by world_size
         scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        if not amp and not bool(norm.isfinite()):  # AMP skips such steps itself; DDP gave all the same gradients
+        if not scaler.is_enabled() and not bool(norm.isfinite()):  # float16 AMP skips such steps itself; DDP gave all the same gradients
             raise NonFiniteError(f"{where}: the gradient is not finite (norm {float(norm)}) though the loss, {step[0].item():.4g}, is")
         scaler.step(optimizer)
         scaler.update()

@@ -31,11 +31,11 @@ def run_quick() -> dict[str, dict]:
 @pytest.mark.slow
 def test_quick_run_prints_every_metric_as_json():
     rows = run_quick()
-    assert TRAIN | BEAM | {"peak_rss_mb", "torch_threads"} <= set(rows)
+    assert TRAIN | BEAM | {"book_train_bf16_speedup", "peak_rss_mb", "torch_threads"} <= set(rows)
     assert rows["torch_threads"]["value"] == 1
     assert rows["beam_identical"]["value"] is True
     for name, row in rows.items():
-        if name not in ("beam_identical", "torch_threads"):
+        if name not in ("beam_identical", "torch_threads", "book_train_bf16_speedup"):
             assert isinstance(row["value"], float) and math.isfinite(row["value"]) and row["value"] > 0, row
     assert rows["train_speedup_vs_inloop_projection"]["target_min"] == 2
     assert rows["beam_speedup_k5"]["target_min"] == 5

@@ -24,7 +24,7 @@ def ddp_config():
     (A trained BatchNorm encoder would differ: each process normalises over its half of the batch, and
     SyncBatchNorm, which would fix that, runs on GPUs only. Dropout masks differ per process by design.)
     """
-    cfg = tiny_config(epochs=2, batch_images=16, feature_cache=False)
+    cfg = tiny_config(epochs=2, batch_images=16, feature_cache=False, amp=False)  # float32: bfloat16 rounds each half-batch its own way
     cfg.model.encoder, cfg.model.pretrained, cfg.model.grid_size, cfg.model.dropout = "mobilenet_v2", True, 2, 0.0
     cfg.shapes.n_train = 64
     return cfg

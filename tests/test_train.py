@@ -15,7 +15,7 @@ from conftest import tiny_config
 
 from captionlib import CaptionModel, Vocabulary
 from captionlib.checkpoint import load_checkpoint, load_model, save_checkpoint
-from captionlib.train import BEST, LAST, _resume, build_optimizer, train
+from captionlib.train import BEST, LAST, _resume, autocast_dtype, build_optimizer, train
 
 
 def states_equal(a: dict, b: dict) -> bool:
@@ -30,6 +30,33 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     c = load_checkpoint(train(tiny_config(epochs=1, seed=1), tmp_path / "c", **quiet))["model"]
     assert states_equal(a, b)
     assert not states_equal(a, c)
+
+
+@pytest.mark.parametrize(("amp", "native_bf16", "device", "expected"), [
+    (True, True, "cpu", torch.bfloat16),
+    (True, False, "cpu", None),  # emulated bfloat16 would be slower than float32
+    (False, True, "cpu", None),
+    (True, False, "cuda", torch.float16),
+    (False, False, "cuda", None),
+])  # fmt: skip
+def test_autocast_dtype_follows_train_amp_and_the_hardware(monkeypatch, amp, native_bf16, device, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16)
+    assert autocast_dtype(tiny_config(amp=amp), torch.device(device)) is expected
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_training_runs_the_forward_in_bfloat16_on_a_cpu_that_has_it(tmp_path, monkeypatch, amp):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    seen = set()  # dtypes of the output layer's results while training
+    original = CaptionModel.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.decoder.L_o.register_forward_hook(lambda layer, _, out: seen.add(out.dtype) if layer.training else None)
+
+    monkeypatch.setattr(CaptionModel, "__init__", init)
+    train(tiny_config(epochs=1, amp=amp), tmp_path, progress=False, log=lambda _: None)
+    assert seen == {torch.bfloat16 if amp else torch.float32}
 
 
 def test_checkpoint_holds_everything_and_loads_with_weights_only(tiny_checkpoint):
