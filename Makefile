@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The default shapes-world model and the grid of variants x seeds (chapters 04, 11, 12), each trained once and
-# cached in $CAPTIONLIB_CACHE: about 8 and 18 minutes on 2 cores the first time, seconds after.
+# cached in $CAPTIONLIB_CACHE: about 5 and 14 minutes on 2 cores the first time, seconds after.
 model: setup
 	$(PY) -c 'from captionlib.pretrained import shapes_checkpoint; print(shapes_checkpoint(progress=True))'
 	$(PY) -m captionlib experiments --out runs/experiments --workers 2

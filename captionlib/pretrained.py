@@ -54,7 +54,7 @@ def cached_checkpoint(config: Config | None = None, progress: bool = False) -> P
 
 
 def shapes_checkpoint(progress: bool = False) -> Path:
-    """The book's default shapes model (about 8 CPU minutes on 2 cores the first time, cached after)."""
+    """The book's default shapes model (about 5 CPU minutes on 2 cores the first time, cached after)."""
     return cached_checkpoint(Config(), progress)
 
 

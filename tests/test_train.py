@@ -72,7 +72,7 @@ def test_checkpoint_holds_everything_and_loads_with_weights_only(tiny_checkpoint
 def test_resuming_restores_the_mixed_precision_loss_scale(tiny_checkpoint, tmp_path):
     """A GPU run's GradScaler state goes into last.pt and comes back, so AMP does not restart at scale 65536."""
     last = load_checkpoint(tiny_checkpoint.parent / LAST)
-    assert last["scaler"] == {}  # this run was on a CPU, without mixed precision
+    assert last["scaler"] == {}  # this run was on a CPU: no GradScaler (bfloat16 needs none)
     reached = {**torch.amp.GradScaler("cpu").state_dict(), "scale": 1024.0, "_growth_tracker": 7}
     save_checkpoint({**last, "scaler": reached}, tmp_path / LAST)
     cfg = tiny_config()
