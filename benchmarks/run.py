@@ -36,6 +36,7 @@ from captionlib.evaluate import split_dataset
 from captionlib.features import feature_cache
 from captionlib.hard_attention import reinforce_terms
 from captionlib.shapes import generate_split
+from captionlib.train import autocast_dtype
 from captionlib.vocab import SPECIALS
 
 Metric = dict  # {"metric": str, "value": float | bool, "unit": str, "note": str, optionally "target_min": float}
@@ -347,7 +348,7 @@ def bench_feature_cache(sizes: Sizes) -> Iterator[Metric]:
     yield metric("feature_cache_epoch_speedup", round(without / with_cache, 2), "x", "every epoch after the first")
 
 
-def book_model_step(model: CaptionModel, optimizer: torch.optim.Optimizer, batch, dtype: torch.dtype | None) -> None:
+def book_model_step(model: CaptionModel, optimizer: torch.optim.Optimizer, batch, dtype: torch.dtype | None, grad_clip: float) -> None:
     """One step of captionlib.train on the book's model: encoder and decoder forward (under autocast when dtype), eq. 14, backward, Adam."""
     images, captions, lengths, image_of_caption, _ = batch
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
@@ -355,26 +356,28 @@ def book_model_step(model: CaptionModel, optimizer: torch.optim.Optimizer, batch
     loss = caption_loss(logits.float(), captions, lengths, alphas.float(), attention_lambda=0.0).total
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
 
 
 def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
     """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU)."""
-    if not torch.cpu._is_avx512_bf16_supported():
+    book = Config()
+    if autocast_dtype(book, torch.device("cpu")) is None:
         yield metric("book_train_bf16_speedup", 0.0, "x", "not measured: this CPU has no native bfloat16 (train.amp keeps float32 here)")
         return
-    images = 8 if sizes == QUICK else Config().train.batch_images  # one batch of the default size: 48 images, 5 captions each
+    images = 8 if sizes == QUICK else book.train.batch_images  # one batch of the default size: 48 images, 5 captions each
     split = generate_split("train", images, ShapesConfig(seed=sizes.seed))
     vocab = Vocabulary.build(c for caps in split.captions for c in caps)
-    batch = collate_grouped([split_dataset(split, vocab, 64)[i] for i in range(images)])
+    batch = collate_grouped([split_dataset(split, vocab, book.model.image_size)[i] for i in range(images)])
     models = {}
     for dtype in (None, torch.bfloat16):
         torch.manual_seed(sizes.seed)
-        models[dtype] = CaptionModel(Config().model, len(vocab)).train()
-    optimizers = {dtype: torch.optim.Adam(m.parameters(), lr=4e-3) for dtype, m in models.items()}
+        models[dtype] = CaptionModel(book.model, len(vocab)).train()
+    optimizers = {dtype: torch.optim.Adam(m.parameters(), lr=book.train.lr) for dtype, m in models.items()}
     seconds, _ = median_seconds(
-        {dtype: partial(book_model_step, models[dtype], optimizers[dtype], batch, dtype) for dtype in models}, max(sizes.reps, 5)
+        {dtype: partial(book_model_step, models[dtype], optimizers[dtype], batch, dtype, book.train.grad_clip) for dtype in models},
+        max(sizes.reps, 5),
     )
     note = f"{images} images x 5 captions, encoder + decoder + Adam: {seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16"
     yield metric("book_train_bf16_speedup", seconds[None] / seconds[torch.bfloat16], "x", note)
