@@ -61,6 +61,8 @@ def cells_overlapping(box: tuple[int, int, int, int], cells: torch.Tensor) -> to
 def cells_away(cell: int, covered: torch.Tensor, grid_size: int) -> int:
     """How many cells (king's moves on the grid) from cell to the nearest covered one: 0 on it, 1 beside it."""
     where = covered.nonzero().squeeze(1)  # (K,) covered cells, row-major
+    if not len(where):
+        raise ValueError(f"cells_away: no cell of the {grid_size}x{grid_size} grid is covered, so none is nearest")
     rows, cols = where // grid_size, where % grid_size  # (K,) each
     return int(torch.maximum((rows - cell // grid_size).abs(), (cols - cell % grid_size).abs()).min())
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from .captioner import Captioner
 from .checkpoint import load_checkpoint
 from .config import Config
+from .distributed import resolve_device
 from .files import cache_dir  # also importable from here, as before
-from .train import BEST, LAST, train
+from .train import BEST, LAST, autocast_dtype, train
 
 # Every module that train() runs, down to the decoding and BLEU that pick best.pt: a change to any of them retrains.
 MODEL_SOURCES = (
@@ -22,8 +23,10 @@ MODEL_SOURCES = (
 
 
 def run_dir(config: Config) -> Path:
-    """$CAPTIONLIB_CACHE/<data>-<hash>, where `config` is trained: the hash covers the config and the model's sources."""
+    """$CAPTIONLIB_CACHE/<data>-<hash>, where `config` is trained: the hash covers the config, the model's sources and
+    the precision this machine trains it in (float32 and bfloat16 runs of one config learn different weights)."""
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    digest.update(str(autocast_dtype(config, resolve_device(config.train.device))).encode())  # e.g. b"torch.bfloat16"
     for name in MODEL_SOURCES:  # a change to what defines or trains the model retrains it
         digest.update((Path(__file__).parent / name).read_bytes())
     name = "shapes" if config.data == "shapes" else Path(config.data).name

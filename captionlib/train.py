@@ -56,7 +56,8 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported():  # elsewhere bfloat16 is emulated, and slower
+    # Elsewhere bfloat16 is emulated, and slower. The check is torch's private helper: a torch without it trains in float32.
+    if device.type == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
         return torch.bfloat16
     return None
 
@@ -156,7 +157,7 @@ def _resume(out: Path, cfg: Config, vocab: Vocabulary, model, optimizer, schedul
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    if state.get("scaler"):  # empty when written without mixed precision (on a CPU)
+    if state.get("scaler"):  # empty unless written under float16, the one precision that scales the loss
         scaler.load_state_dict(state["scaler"])  # the loss scale AMP had reached, not 65536 again
     return state["epoch"] + 1, state["best_bleu4"], state["history"]
 
@@ -219,7 +220,7 @@ def train(
     sampler = DistributedSampler(train_set, topo.world_size, topo.rank, shuffle=True, seed=cfg.train.seed)
     loader = DataLoader(train_set, per_process, sampler=sampler, collate_fn=collate_grouped, num_workers=cfg.train.num_workers)
     optimizer, scheduler = build_optimizer(model, cfg, len(loader))
-    scaler = torch.amp.GradScaler(topo.device.type, enabled=cfg.train.amp and topo.device.type == "cuda")
+    scaler = torch.amp.GradScaler(topo.device.type, enabled=autocast_dtype(cfg, topo.device) is torch.float16)  # bfloat16 needs none
     start, best, history = _resume(out, cfg, vocab, model, optimizer, scheduler, scaler)
     if start >= cfg.train.epochs:
         log(f"{out / LAST}: already trained for {cfg.train.epochs} epochs; best validation BLEU-4 {best:.4f}")

@@ -23,6 +23,11 @@ def test_cells_away_counts_kings_moves_to_the_nearest_covered_cell(cell, away):
     assert cells_away(cell[0] * G + cell[1], covered, G) == away
 
 
+def test_cells_away_from_nothing_says_so():
+    with pytest.raises(ValueError, match="no cell of the 8x8 grid is covered"):
+        cells_away(0, torch.zeros(G * G, dtype=torch.bool), G)
+
+
 def test_grounding_and_hallucination_on_a_hand_made_caption():
     words = "a small red square and a small blue circle".split()
     on, beside = torch.zeros(G * G), torch.zeros(G * G)

@@ -44,6 +44,11 @@ def test_autocast_dtype_follows_train_amp_and_the_hardware(monkeypatch, amp, nat
     assert autocast_dtype(tiny_config(amp=amp), torch.device(device)) is expected
 
 
+def test_a_torch_without_the_bfloat16_check_trains_in_float32(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)  # a private helper, not in every torch
+    assert autocast_dtype(tiny_config(amp=True), torch.device("cpu")) is None
+
+
 @pytest.mark.parametrize("amp", [True, False])
 def test_training_runs_the_forward_in_bfloat16_on_a_cpu_that_has_it(tmp_path, monkeypatch, amp):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
@@ -139,3 +144,20 @@ def test_cached_model_key_covers_every_module_training_imports():
     code = "import sys, captionlib.train; print(*(m for m in sys.modules if m.startswith('captionlib.')))"
     modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert {m.removeprefix("captionlib.") + ".py" for m in modules} == set(MODEL_SOURCES)
+
+
+def test_cached_model_key_covers_the_precision_it_trains_in(monkeypatch):
+    """A float32 run and a bfloat16 run of one config learn different weights, so they are cached apart."""
+    from captionlib.pretrained import run_dir
+
+    def keys(amp: bool) -> set:
+        cfg = tiny_config(amp=amp)
+        cfg.train.device = "cpu"
+        found = set()
+        for native_bf16 in (True, False):
+            monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16)
+            found.add(run_dir(cfg))
+        return found
+
+    assert len(keys(amp=True)) == 2  # bfloat16 on one CPU, float32 on the other
+    assert len(keys(amp=False)) == 1  # float32 on both
