@@ -128,20 +128,28 @@ class InLoopProjectionDecoder(Decoder):
 
 
 def train_step(
-    decoder: Decoder, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, annotations, captions, lengths
+    model: Decoder | CaptionModel,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    inputs: tuple,
+    dtype: torch.dtype | None = None,
+    attention_lambda: float = 1.0,
+    grad_clip: float = 5.0,
 ) -> None:
     """One teacher-forced step as captionlib.train takes it: forward, eq. 14 loss, backward, clipping, Adam.
 
-    An enabled scaler (GPU) runs the forward under float16 autocast and scales the loss; a disabled one passes
-    everything through unchanged.
+    inputs are the model's arguments: (annotations, captions, lengths) for a Decoder, (images, captions, lengths,
+    image_of_caption) for a CaptionModel. With a dtype the forward runs under autocast: float16 with an enabled
+    scaler (GPU), which scales the loss, or bfloat16 (CPU); a disabled scaler passes everything through unchanged.
     """
-    with torch.autocast(annotations.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-        logits, alphas, _ = decoder(annotations, captions, lengths)  # (N, T, V), (N, T, P)
-    loss = caption_loss(logits.float(), captions, lengths, alphas.float(), attention_lambda=1.0).total
+    captions, lengths = inputs[1], inputs[2]  # (N, L), (N,)
+    with torch.autocast(inputs[0].device.type, dtype=dtype or torch.float16, enabled=dtype is not None):
+        logits, alphas, _ = model(*inputs)  # (N, T, V), (N, T, P)
+    loss = caption_loss(logits.float(), captions, lengths, alphas.float(), attention_lambda).total
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
 
@@ -164,8 +172,8 @@ def bench_train(sizes: Sizes) -> Iterator[Metric]:
     no_amp = torch.amp.GradScaler("cpu", enabled=False)
     seconds, _ = median_seconds(
         {
-            "once": partial(train_step, once, optimizers[once], no_amp, annotations, captions, lengths),
-            "per_step": partial(train_step, per_step, optimizers[per_step], no_amp, annotations, captions, lengths),
+            "once": partial(train_step, once, optimizers[once], no_amp, (annotations, captions, lengths)),
+            "per_step": partial(train_step, per_step, optimizers[per_step], no_amp, (annotations, captions, lengths)),
         },
         sizes.reps,
     )
@@ -207,7 +215,7 @@ def bench_hard(sizes: Sizes) -> Iterator[Metric]:
     no_amp = torch.amp.GradScaler("cpu", enabled=False)
     seconds, _ = median_seconds(
         {
-            "soft": partial(train_step, soft, optimizers[soft], no_amp, annotations, captions, lengths),
+            "soft": partial(train_step, soft, optimizers[soft], no_amp, (annotations, captions, lengths)),
             "hard": partial(hard_train_step, hard, optimizers[hard], annotations, captions, lengths),
         },
         sizes.reps,
@@ -282,7 +290,7 @@ def bench_gpu(sizes: Sizes) -> Iterator[Metric]:
 
     seconds, _ = median_seconds(
         {
-            amp: synchronised(partial(train_step, decoders[amp], optimizers[amp], scalers[amp], annotations, captions, lengths))
+            amp: synchronised(partial(train_step, decoders[amp], optimizers[amp], scalers[amp], (annotations, captions, lengths), torch.float16 if amp else None))
             for amp in (False, True)
         },
         max(sizes.reps, 5),
@@ -348,18 +356,6 @@ def bench_feature_cache(sizes: Sizes) -> Iterator[Metric]:
     yield metric("feature_cache_epoch_speedup", round(without / with_cache, 2), "x", "every epoch after the first")
 
 
-def book_model_step(model: CaptionModel, optimizer: torch.optim.Optimizer, batch, dtype: torch.dtype | None, grad_clip: float) -> None:
-    """One step of captionlib.train on the book's model: encoder and decoder forward (under autocast when dtype), eq. 14, backward, Adam."""
-    images, captions, lengths, image_of_caption, _ = batch
-    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        logits, alphas, _ = model(images, captions, lengths, image_of_caption)  # (N, T, V), (N, T, P)
-    loss = caption_loss(logits.float(), captions, lengths, alphas.float(), attention_lambda=0.0).total
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-
-
 def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
     """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU)."""
     book = Config()
@@ -375,8 +371,10 @@ def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
         torch.manual_seed(sizes.seed)
         models[dtype] = CaptionModel(book.model, len(vocab)).train()
     optimizers = {dtype: torch.optim.Adam(m.parameters(), lr=book.train.lr) for dtype, m in models.items()}
+    no_amp = torch.amp.GradScaler("cpu", enabled=False)  # bfloat16 needs no loss scaling
+    inputs = batch[:4]  # images, captions, lengths, image_of_caption
     seconds, _ = median_seconds(
-        {dtype: partial(book_model_step, models[dtype], optimizers[dtype], batch, dtype, book.train.grad_clip) for dtype in models},
+        {dtype: partial(train_step, m, optimizers[dtype], no_amp, inputs, dtype, book.train.attention_lambda, book.train.grad_clip) for dtype, m in models.items()},
         max(sizes.reps, 5),
     )
     note = f"{images} images x 5 captions, encoder + decoder + Adam: {seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16"
