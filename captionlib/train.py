@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -50,6 +52,14 @@ def build_optimizer(model: CaptionModel, cfg: Config, steps_per_epoch: int):
     return optimizer, scheduler
 
 
+def cpu_float32_forced() -> bool:
+    """$CAPTIONLIB_FLOAT32=1: train in float32 on any CPU, as most laptops do (no native bfloat16); `make ... FLOAT32=1`."""
+    value = os.environ.get("CAPTIONLIB_FLOAT32", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"CAPTIONLIB_FLOAT32 = {value!r}: must be 1 (train in float32 on the CPU) or 0 / unset")
+    return value == "1"
+
+
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     """train.amp: float16 on a GPU (with gradient scaling), bfloat16 on a CPU with native bfloat16 arithmetic, else None."""
     if not cfg.train.amp:
@@ -57,7 +67,7 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.float16
     # Elsewhere bfloat16 is emulated, and slower. The check is torch's private helper: a torch without it trains in float32.
-    if device.type == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+    if device.type == "cpu" and not cpu_float32_forced() and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
         return torch.bfloat16
     return None
 
@@ -94,7 +104,10 @@ def train_epoch(
     # Hard attention samples locations on a minibatch with probability hard_sample_p (§4.1), one draw per minibatch as
     # in capgen.py; seeded by the epoch alone, so every process and every resumed run draws the same.
     coins = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
-    batches = tqdm(loader, leave=False, disable=not (progress and topo.is_main), desc="train", unit="batch")
+    # The bar repaints itself; into a log file (make, CI) that is one line of thousands of characters per epoch, so the
+    # bar is drawn on a terminal only, and elsewhere train()'s one line per epoch carries the same figures.
+    bar = progress and topo.is_main and sys.stderr.isatty()
+    batches = tqdm(loader, leave=False, disable=not bar, desc="train", unit="batch", file=sys.stderr)
     for index, (inputs, captions, lengths, image_of_caption, _) in enumerate(batches):
         where = f"epoch {epoch + 1}, step {index + 1}/{len(loader)}"
         inputs, captions, lengths, image_of_caption = (t.to(topo.device) for t in (inputs, captions, lengths, image_of_caption))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -40,8 +41,23 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     (False, False, "cuda", None),
 ])  # fmt: skip
 def test_autocast_dtype_follows_train_amp_and_the_hardware(monkeypatch, amp, native_bf16, device, expected):
+    monkeypatch.delenv("CAPTIONLIB_FLOAT32", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16)
     assert autocast_dtype(tiny_config(amp=amp), torch.device(device)) is expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", None), ("0", torch.bfloat16), ("", torch.bfloat16)])
+def test_captionlib_float32_forces_float32_on_a_cpu_with_bfloat16(monkeypatch, value, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setenv("CAPTIONLIB_FLOAT32", value)
+    assert autocast_dtype(tiny_config(amp=True), torch.device("cpu")) is expected
+    assert autocast_dtype(tiny_config(amp=True), torch.device("cuda")) is torch.float16  # a GPU keeps float16
+
+
+def test_captionlib_float32_with_another_value_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("CAPTIONLIB_FLOAT32", "yes")
+    with pytest.raises(ValueError, match="CAPTIONLIB_FLOAT32 = 'yes'"):
+        autocast_dtype(tiny_config(amp=True), torch.device("cpu"))
 
 
 def test_a_torch_without_the_bfloat16_check_trains_in_float32(monkeypatch):
@@ -51,6 +67,7 @@ def test_a_torch_without_the_bfloat16_check_trains_in_float32(monkeypatch):
 
 @pytest.mark.parametrize("amp", [True, False])
 def test_training_runs_the_forward_in_bfloat16_on_a_cpu_that_has_it(tmp_path, monkeypatch, amp):
+    monkeypatch.delenv("CAPTIONLIB_FLOAT32", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     seen = set()  # dtypes of the output layer's results while training
     original = CaptionModel.__init__
@@ -161,3 +178,22 @@ def test_cached_model_key_covers_the_precision_it_trains_in(monkeypatch):
 
     assert len(keys(amp=True)) == 2  # bfloat16 on one CPU, float32 on the other
     assert len(keys(amp=False)) == 1  # float32 on both
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch, terminal):
+    stderr = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    lines = []
+    train(tiny_config(epochs=2), tmp_path, progress=True, log=lines.append)
+    assert ("train:" in stderr.getvalue()) is terminal  # tqdm's bar, "train: 100%|...", repainted with \r
+    if not terminal:
+        assert stderr.getvalue() == ""  # a log file gets no bar at all
+    assert sum(line.startswith("epoch ") for line in lines) == 2  # one line per epoch either way, with the losses
