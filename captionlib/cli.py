@@ -248,10 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/experiments", help="folder for experiments.json (default: runs/experiments)")
     p.add_argument("--variants", nargs="+", metavar="NAME", help="variants to run (default: every one; a wrong name lists them)")
-    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: 0 1")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: 0 1 2")
     p.add_argument("--workers", type=int, default=2, help="processes of one thread each that train runs side by side (default: 2)")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="change the budget every run shares, e.g. --set train.epochs=12 on a GPU; repeatable")  # fmt: skip
+    p.add_argument("--budget", default="small", help="a named budget: small (the default) or book (the book's own model)")
+    p.add_argument("--store", action="store_true",
+                   help="train exactly the runs that are missing or stale in results/grid-BUDGET.json and store them there")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=cmd_experiments)
 
@@ -269,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
-    from .experiments import GRID_BUDGET, SEEDS, VARIANTS, format_table, run_grid, variant_config, write_table
+    from .experiments import BUDGETS, SEEDS, VARIANTS, format_table, run_grid, summarise, variant_config, write_table
 
     unknown = [v for v in args.variants or [] if v not in VARIANTS]
     if unknown:
@@ -277,7 +280,18 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     log = (lambda _: None) if args.json else print
     if args.workers < 1:
         return fail("--workers must be at least 1")
-    budget = dict(GRID_BUDGET)
+    if args.budget not in BUDGETS:
+        return fail(f"--budget {args.budget!r}: choose from {', '.join(BUDGETS)}")
+    if args.store:  # a stored grid is a named budget, every variant, as the chapters read it
+        if args.set or args.variants:
+            return fail("--store stores every variant at a named budget: drop --set and --variants")
+        from .results import store_grid, stored_grid
+
+        path = store_grid(args.budget, tuple(args.seeds or SEEDS), log=log, workers=args.workers)
+        summary = summarise(stored_grid(args.budget).rows)
+        print(json.dumps(summary) if args.json else f"{path}\n{format_table(summary)}")
+        return EXIT_OK
+    budget = dict(BUDGETS[args.budget])
     for text in args.set or []:
         (section, name), value = typed_override(text, Config())
         budget[f"{section}.{name}"] = value

@@ -1,0 +1,81 @@
+"""Stored results (captionlib.results): what the chapters read is current, and `make results` retrains only what is stale."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from captionlib import experiments, results
+
+TINY = {"shapes.n_train": 24, "shapes.n_val": 4, "shapes.n_test": 4, "train.epochs": 1, "train.batch_images": 12,
+        "model.decoder_dim": 16, "model.encoder_channels": 8}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", list(experiments.VARIANTS))
+def test_the_stored_grid_describes_the_training_code_of_today(variant):
+    """Fails when what training does has changed since results/grid-small.json was stored: run `make results`."""
+    grid = results.stored_grid("small")
+    assert variant in grid.data["fingerprints"], f"{variant} is not in the stored grid: run `make results`"
+    stored, now = grid.data["fingerprints"][variant], results.fingerprint(variant)
+    assert results.same_fingerprint(stored, now), f"{variant}: training has changed since the grid was stored, run `make results`"
+
+
+def test_the_stored_grid_holds_every_variant_at_every_seed_with_its_provenance():
+    grid = results.stored_grid("small")
+    assert grid.variants == experiments.VARIANTS and len(grid.seeds) >= 3
+    names = {experiments.row_name(v, how) for v in experiments.VARIANTS for how in experiments.decodings(v)}
+    assert set(grid.rows) == names and all(len(runs) == len(grid.seeds) for runs in grid.rows.values())
+    for record in grid.data["runs"]:
+        assert record["config"] == experiments.variant_config(record["variant"], record["seed"]).to_dict()
+        assert record["precision"] in ("float32", "bfloat16") and record["threads"] == 1 and record["minutes"] > 0
+        assert len(record["history"]) == record["config"]["train"]["epochs"]
+    assert grid.data["provenance"]["commit"] and grid.data["provenance"]["torch"]
+    for variant in results.STORED_CHECKPOINTS:
+        for seed in grid.seeds:
+            assert grid.checkpoint(variant, seed).exists()
+
+
+def test_a_fingerprint_is_the_same_twice_and_tells_variants_apart():
+    soft = results.fingerprint("soft")
+    assert results.same_fingerprint(soft, results.fingerprint("soft"))
+    assert not results.same_fingerprint(soft, results.fingerprint("soft-no-beta"))
+    assert not results.same_fingerprint(soft, [value * 1.01 for value in soft])  # a 1% change is a change
+
+
+def test_store_grid_trains_only_what_is_missing_or_stale(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTIONLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(results, "BUDGETS", {"tiny": TINY})
+    monkeypatch.setattr(experiments, "java_available", lambda: False)
+    monkeypatch.setattr("captionlib.coco_metrics.java_available", lambda: False)
+    variants = {name: experiments.VARIANTS[name] for name in ("soft", "hard")}
+    monkeypatch.setattr(experiments, "VARIANTS", variants)
+    monkeypatch.setattr(results, "VARIANTS", variants)
+    trained = []
+    real_run_grid = results.run_grid
+    monkeypatch.setattr(results, "run_grid", lambda names, seeds, *a, **k: trained.append(names) or real_run_grid(names, seeds, *a, **k))
+
+    path = results.store_grid("tiny", (0, 1), log=lambda _: None, workers=1)
+    grid = results.stored_grid("tiny")
+    assert path == tmp_path / "results" / "grid-tiny.json" and trained == [("soft", "hard")]
+    assert set(grid.rows) == {"soft", "hard (expected)", "hard (argmax)"} and len(grid.rows["soft"]) == 2
+    assert {"penalty", "effective_cells", "on_objects", "peak", "coverage_maps"} <= set(grid.rows["soft"][0])
+    assert grid.checkpoint("hard", 1).exists() and len(grid.history("soft", 0)) == 1
+
+    results.store_grid("tiny", (0, 1), log=lambda _: None, workers=1)  # nothing stale: nothing trains
+    assert trained == [("soft", "hard")] and results.stored_grid("tiny").data["runs"] == grid.data["runs"]
+
+    data = json.loads(path.read_text())
+    data["fingerprints"]["hard"] = [v + 1 for v in data["fingerprints"]["hard"]]  # as if hard's training had changed
+    path.write_text(json.dumps(data))
+    assert results.stale_variants(results.stored_grid("tiny")) == ["hard"]
+    results.store_grid("tiny", (0, 1), log=lambda _: None, workers=1)
+    assert trained == [("soft", "hard"), ("hard",)]  # only the stale variant again
+    assert results.stale_variants(results.stored_grid("tiny")) == []
+
+
+def test_a_missing_stored_grid_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    with pytest.raises(FileNotFoundError, match="grid-book.json: no stored grid of budget 'book'; `make results`"):
+        results.stored_grid("book")
