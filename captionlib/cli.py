@@ -1,4 +1,4 @@
-"""Command line: `python -m captionlib {train,evaluate,caption,shapes} ...`."""
+"""Command line: `python -m captionlib {train,evaluate,caption,experiments,shapes,cache} ...`."""
 
 from __future__ import annotations
 
@@ -191,6 +191,55 @@ def cmd_shapes_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cache_list(args: argparse.Namespace) -> int:
+    from .cache import MB, count, entries, format_line, to_prune
+    from .files import cache_dir
+
+    found = entries()
+    if args.json:
+        print(json.dumps([entry.to_dict() for entry in found]))
+        return EXIT_OK
+    for entry in found:
+        print(format_line(entry))
+    stale = to_prune(found)
+    print(f"{count(found)}, {sum(e.size for e in found) / MB:.1f} MB in {cache_dir()}; "
+          f"stale: {count(stale)} ({sum(e.size for e in stale) / MB:.1f} MB), which `captionlib cache prune` removes")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from .cache import MB, count, entries, format_line, remove, to_prune
+
+    doomed = to_prune(entries(), everything=args.all)
+    if not doomed:
+        print("nothing to remove: the current sources produce every cached run")
+        return EXIT_OK
+    for entry in doomed:
+        print(format_line(entry))
+    what = f"{count(doomed)} ({sum(e.size for e in doomed) / MB:.1f} MB)"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return fail(f"cache prune: standard input is not a terminal, so nobody can answer; add --yes to remove {what}")
+        try:
+            answer = input(f"Remove {what}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return EXIT_OK
+    status, removed = EXIT_OK, []
+    for entry in doomed:
+        try:
+            remove(entry.path)
+            removed.append(entry)
+        except BlockingIOError:
+            status = fail(f"{entry.path}: a process is training into it (holds its .lock); left as it is")
+        except OSError as e:
+            status = fail(f"{e.filename or entry.path}: {e.strerror or e}")  # the other entries still go
+    print(f"removed {count(removed)}, freed {sum(e.size for e in removed) / MB:.1f} MB")
+    return status
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """--device for the commands that run a trained model (train takes --set train.device=...)."""
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): the GPU when there is one")
@@ -255,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="small", help="a named budget: small (the default) or book (the book's own model)")
     p.add_argument("--store", action="store_true",
                    help="train exactly the runs that are missing or stale in results/grid-BUDGET.json and store them there")  # fmt: skip
+    p.add_argument("--store-default-model", action="store_true",
+                   help="train the book's default model at --seeds in float32 and (where the CPU has it) bfloat16, and "
+                   "store their scores in results/default-model.json")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=cmd_experiments)
 
@@ -268,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int)
     e.add_argument("--image-size", type=int)
     e.set_defaults(run=cmd_shapes_export)
+
+    p = commands.add_parser("cache", help="the trained models cached in $CAPTIONLIB_CACHE: list them, remove the stale ones")
+    cache = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    c = cache.add_parser("list", help="one line per cached run: size, epochs, last use, and whether it is stale")
+    c.add_argument("--json", action="store_true", help="print a JSON list")
+    c.set_defaults(run=cmd_cache_list)
+    c = cache.add_parser("prune", help="remove the runs the current sources no longer produce; asks first")
+    c.add_argument("--all", action="store_true", help="remove everything in the cache folder: current runs, feature caches...")
+    c.add_argument("--yes", action="store_true", help="remove without asking (needed when standard input is not a terminal)")
+    c.set_defaults(run=cmd_cache_prune)
     return parser
 
 
@@ -282,6 +344,12 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         return fail("--workers must be at least 1")
     if args.budget not in BUDGETS:
         return fail(f"--budget {args.budget!r}: choose from {', '.join(BUDGETS)}")
+    if args.store_default_model:
+        from .results import DEFAULT_MODEL_SEEDS, default_model_table, store_default_model, stored_default_model
+
+        path = store_default_model(tuple(args.seeds or DEFAULT_MODEL_SEEDS), log=log, workers=args.workers)
+        print(f"{path}\n{default_model_table(stored_default_model())}")
+        return EXIT_OK
     if args.store:  # a stored grid is a named budget, every variant, as the chapters read it
         if args.set or args.variants:
             return fail("--store stores every variant at a named budget: drop --set and --variants")

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint, load_model
+from .config import Config
 from .evaluate import predict, score, split_dataset
 from .experiments import BUDGETS, VARIANTS, decodings, row_name, run_grid, run_scores, train_and_score, variant_config
 from .metrics import cell_boxes, cells_overlapping, matching_object, named_objects
@@ -234,3 +235,71 @@ def store_grid(budget_name: str, seeds: tuple[int, ...], log=print, workers: int
     tmp.replace(path)  # never half-written
     return path
 
+
+
+DEFAULT_MODEL_SEEDS = (0, 1, 2)
+
+
+@contextlib.contextmanager
+def precision(name: str):
+    """Train in `name` ("bfloat16": as this CPU would by default; "float32": CAPTIONLIB_FLOAT32=1) inside the block."""
+    saved = os.environ.get("CAPTIONLIB_FLOAT32")
+    os.environ["CAPTIONLIB_FLOAT32"] = "1" if name == "float32" else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["CAPTIONLIB_FLOAT32"]
+        else:
+            os.environ["CAPTIONLIB_FLOAT32"] = saved
+
+
+def store_default_model(seeds: tuple[int, ...] = DEFAULT_MODEL_SEEDS, log=print, workers: int = 2) -> Path:
+    """The book's default model at each seed, trained in float32 and, where this CPU has it, in bfloat16, scored as the
+    grid scores (beam 3, and greedy for the relations) -> results/default-model.json, the table the README shows."""
+    from .coco_metrics import java_available
+
+    names = ["float32"] + (["bfloat16"] if autocast_dtype(Config(), torch.device("cpu")) is torch.bfloat16 else [])
+    runs = []
+    for name in names:
+        with precision(name):  # the run_dir hash and train() both read it
+            rows = run_grid(("soft",), seeds, BUDGETS["book"], log=log, workers=workers)
+            for scores in rows["soft"]:
+                history = load_checkpoint(run_dir(variant_config("soft", scores["seed"], BUDGETS["book"])) / "last.pt")["history"]
+                runs.append({"precision": name, "seed": scores["seed"], "threads": 1, "scores": scores, "history": history})
+    data = {"config": Config().to_dict(), "coco_metrics": java_available(), "provenance": provenance(), "runs": runs}
+    path = RESULTS / "default-model.json"
+    RESULTS.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def stored_default_model() -> list[dict]:
+    """The runs of results/default-model.json: [{"precision", "seed", "scores", "history", ...}]."""
+    path = RESULTS / "default-model.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the default model's seeds are not stored; `make results` trains and stores them")
+    return json.loads(path.read_text())["runs"]
+
+
+# The README's table of the default model: (key in the stored scores, heading), beam 3 unless "greedy_".
+DEFAULT_MODEL_COLUMNS = (
+    ("bleu4", "BLEU-4"), ("grounding", "grounding"), ("hallucination", "halluc."), ("relation_probe_left", "left"),
+    ("relation_probe_right", "right"), ("relation_probe_above", "above"), ("relation_probe_below", "below"),
+    ("greedy_relation_accuracy", "rel. acc. greedy"), ("greedy_relation_rate", "rate greedy"),
+    ("relation_accuracy", "rel. acc. beam"), ("relation_rate", "rate beam"), ("train_minutes", "minutes"),
+)  # fmt: skip
+
+
+def default_model_table(runs: list[dict]) -> str:
+    """The stored default-model runs as a Markdown table, one row per (precision, seed), then the range of each column."""
+    lines = ["| precision | seed | " + " | ".join(head for _, head in DEFAULT_MODEL_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(DEFAULT_MODEL_COLUMNS)]  # fmt: skip
+    for run in runs:
+        cells = [f"{run['scores'][key]:.3f}" if key in run["scores"] else "–" for key, _ in DEFAULT_MODEL_COLUMNS]
+        lines.append(f"| {run['precision']} | {run['seed']} | " + " | ".join(cells) + " |")
+    ranges = [f"{min(r['scores'][key] for r in runs):.3f}–{max(r['scores'][key] for r in runs):.3f}" for key, _ in DEFAULT_MODEL_COLUMNS]
+    lines.append("| all | range | " + " | ".join(ranges) + " |")
+    return "\n".join(lines)
