@@ -22,11 +22,14 @@ MODEL_SOURCES = (
 )  # fmt: skip
 
 
-def run_dir(config: Config) -> Path:
+def run_dir(config: Config, precision: str | None = None) -> Path:
     """$CAPTIONLIB_CACHE/<data>-<hash>, where `config` is trained: the hash covers the config, the model's sources and
-    the precision this machine trains it in (float32 and bfloat16 runs of one config learn different weights)."""
+    the precision this machine trains it in (float32 and bfloat16 runs of one config learn different weights), or
+    `precision` as str(train.autocast_dtype(...)) gives it: "None" (float32), "torch.bfloat16" or "torch.float16"."""
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    digest.update(str(autocast_dtype(config, resolve_device(config.train.device))).encode())  # e.g. b"torch.bfloat16"
+    if precision is None:
+        precision = str(autocast_dtype(config, resolve_device(config.train.device)))  # e.g. "torch.bfloat16"
+    digest.update(precision.encode())
     for name in MODEL_SOURCES:  # a change to what defines or trains the model retrains it
         digest.update((Path(__file__).parent / name).read_bytes())
     name = "shapes" if config.data == "shapes" else Path(config.data).name

@@ -88,3 +88,27 @@ def test_explorer_works_without_kernel_or_network(browser, server):
     assert not console_errors, console_errors  # a missing file (a 404) or a theme complaint shows up here
     # The sidebar's; pydata-sphinx-theme >= 0.16 also adds a page-wide header with another unless told not to.
     assert search_fields == 1, f"{search_fields} search fields on the page"
+
+
+# Buttons that link into the repository or launch a notebook from it (sphinx-book-theme and pydata-sphinx-theme classes).
+REPOSITORY_BUTTONS = (".dropdown-launch-buttons", ".btn-source-repository-button", ".dropdown-source-buttons",
+                      ".btn-source-edit-button", ".btn-source-issues-button", ".btn-source-file-button", ".editthispage")  # fmt: skip
+
+
+def test_no_repository_buttons_while_its_url_is_unset(browser, server):
+    """repository.url empty in _config.yml (the default): no launch, repository or edit button, no header link to nowhere."""
+    from captionlib.publish import repository_url
+
+    if repository_url(ROOT / "_config.yml"):
+        pytest.skip("repository.url is set in _config.yml: the site links to the repository")
+    page = browser.new_page()
+    try:
+        for path in ("book/intro.html", EXPLORER_PAGE):  # a page, and a notebook: launch buttons go on notebooks only
+            page.goto(f"{server}/{path}", wait_until="load")
+            buttons = page.locator(", ".join(REPOSITORY_BUTTONS))
+            assert buttons.count() == 0, f"{path}: {buttons.count()} repository or launch buttons, but no repository URL"
+            hrefs = page.locator(".bd-header-article a[href]").evaluate_all("links => links.map((a) => a.getAttribute('href'))")
+            dead = [href for href in hrefs if href.strip() in ("", "#") or "github.com" in href]
+            assert not dead, f"{path}: header links to nowhere: {dead}"
+    finally:
+        page.close()

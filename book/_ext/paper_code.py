@@ -81,14 +81,14 @@ def marked_lines(path: str, name: str, markers: list[str]) -> tuple[int, int, li
 
 
 def source_url(config, path: str, line: int) -> str:
-    """Link to the line in the repository set in _config.yml (repository.url and .branch)."""
+    """Link to the line in the repository set in _config.yml (repository.url and .branch); "" while no URL is set."""
     options = config.html_theme_options
-    base = options.get("repository_url", "").rstrip("/")
-    return f"{base}/blob/{options.get('repository_branch', 'main')}/{path}#L{line}"
+    base = (options.get("repository_url") or "").strip().rstrip("/")
+    return f"{base}/blob/{options.get('repository_branch') or 'main'}/{path}#L{line}" if base else ""
 
 
 class CodeLineRole(SphinxRole):
-    """{code-line}`path::marker` -> a link to file:LINE, then the enclosing `Qualified.name`."""
+    """{code-line}`path::marker` -> a link to file:LINE (plain text while no repository URL is set), then `Qualified.name`."""
 
     def run(self):
         path, sep, marker = self.text.partition("::")
@@ -97,7 +97,8 @@ class CodeLineRole(SphinxRole):
         self.env.note_dependency(str(ROOT / path))  # re-read this page when the source changes
         line = find_marker(path, marker)
         label = nodes.literal(text=f"{Path(path).name}:{line}")
-        where = nodes.reference("", "", label, refuri=source_url(self.config, path, line))
+        url = source_url(self.config, path, line)
+        where = nodes.reference("", "", label, refuri=url) if url else label
         return [where, nodes.Text(" in "), nodes.literal(text=enclosing(path, line))], []
 
 
