@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="small", help="a named budget: small (the default) or book (the book's own model)")
     p.add_argument("--store", action="store_true",
                    help="train exactly the runs that are missing or stale in results/grid-BUDGET.json and store them there")  # fmt: skip
+    p.add_argument("--spot-check", action="store_true",
+                   help="retrain one seed of a few rows of the stored grid in the other precision and store it beside it")  # fmt: skip
     p.add_argument("--store-default-model", action="store_true",
                    help="train the book's default model at --seeds in float32 and (where the CPU has it) bfloat16, and "
                    "store their scores in results/default-model.json")  # fmt: skip
@@ -344,6 +346,11 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         return fail("--workers must be at least 1")
     if args.budget not in BUDGETS:
         return fail(f"--budget {args.budget!r}: choose from {', '.join(BUDGETS)}")
+    if args.spot_check:
+        from .results import store_spot_check
+
+        print(store_spot_check(args.budget, log=log, workers=args.workers))
+        return EXIT_OK
     if args.store_default_model:
         from .results import DEFAULT_MODEL_SEEDS, default_model_table, store_default_model, stored_default_model
 

@@ -79,3 +79,11 @@ def test_a_missing_stored_grid_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "RESULTS", tmp_path)
     with pytest.raises(FileNotFoundError, match="grid-book.json: no stored grid of budget 'book'; `make results`"):
         results.stored_grid("book")
+
+
+def test_the_readme_shows_the_stored_default_model_table():
+    """The README's table of the default model at three seeds in two precisions is the stored one, digit for digit."""
+    runs = results.stored_default_model()
+    assert {(run["precision"], run["seed"]) for run in runs} >= {(p, s) for p in ("float32", "bfloat16") for s in (0, 1, 2)}
+    readme = (results.RESULTS.parent / "README.md").read_text()
+    assert results.default_model_table(runs) in readme, "README.md: paste the table `make results` prints"
