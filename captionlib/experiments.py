@@ -44,7 +44,7 @@ BUDGETS = {"small": GRID_BUDGET, "book": {}}
 # summed −log p, with alphas time-major (T, B, L): a sum over the batch's B captions and a mean over the L locations.
 # Per caption that is alpha_c·B/L times Σ_i (1 − Σ_t α_ti)², against a summed cross entropy. Their scripts train with
 # alpha_c = 1, batch_size = 64 and L = 196 (14 × 14 conv5_4 cells): 64/196 = 0.33 per caption. captionlib averages
-# the cross entropy per word, so per word that is 0.33 / 13.25 (the steps of a shapes caption, 12.25 words + <end>)
+# the cross entropy per word, so per word that is 0.33 / 13.4 (the steps of a shapes caption, 12.4 words + <end>)
 # = 0.025 (chapter 04 derives it).
 PAPER_LAMBDA = 0.025
 
