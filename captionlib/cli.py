@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE|RECIPE", help=f"JSON file with config fields, or a shipped recipe: {', '.join(recipe_names())}"
     )
     p.add_argument("--data", help="'shapes' (default), a data folder or its caption file (see captionlib.sources)")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad caption row instead of skipping it")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad caption row or image file instead of skipping it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, help="seeds the data, the initialisation and the training order")
     p.add_argument("--attention-lambda", type=float, help="λ of the doubly stochastic attention penalty")
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data", help="override the data set the checkpoint was trained on")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad caption row instead of skipping it")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad caption row or image file instead of skipping it")
     p.add_argument("--beam-size", type=int, default=3)
     p.add_argument("--length-penalty", type=float, default=0.0, help="rank finished beams by log p / length^α")
     p.add_argument("--max-len", type=int, help="longest caption in words (default: the training config's)")

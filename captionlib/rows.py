@@ -2,7 +2,9 @@
 
 flickr.py (captions.txt, token files) and karpathy.py (dataset_*.json) only parse: they yield one
 CaptionRow per caption, or a BadRow for a line they cannot parse. Everything else is checked here, the
-same way for every format, and every skipped row goes into a LoadReport with its FILE:LINE.
+same way for every format, and every skipped row goes into a LoadReport with its FILE:LINE. That includes the
+rows of an image file that cannot be used (missing, unreadable, empty, not an image, truncated): each image is
+decoded once, here, before training starts, and its rows are skipped with the file and the reason.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import torch
 
 from .data import ImageRecord
+from .images import EMPTY_IMAGE, MISSING_IMAGE, NOT_AN_IMAGE, OVERSIZED_IMAGE, UNDECODABLE_IMAGE, UNREADABLE_IMAGE, check_image
 from .shapes import SPLITS as SPLIT_NAMES  # train, val, test: the splits of every data source
 from .shapes import ShapeObject
 from .vocab import tokenize
 
-# Why a row was skipped: the first word of every report line after FILE:LINE.
-MALFORMED, UNSAFE_PATH, MISSING_IMAGE = "malformed", "unsafe path", "missing image"
+# Why a row was skipped: the first words of every report line after FILE:LINE.
+MALFORMED, UNSAFE_PATH = "malformed", "unsafe path"
 BLANK_CAPTION, DUPLICATE_CAPTION, DUPLICATE_IMAGE, NO_CAPTIONS = "blank caption", "duplicate caption", "duplicate image", "no captions"
+# ...and those about the image file itself (from images.py), whose detail names the file: counted per file too.
+IMAGE_FILE_REASONS = (MISSING_IMAGE, UNREADABLE_IMAGE, EMPTY_IMAGE, NOT_AN_IMAGE, UNDECODABLE_IMAGE, OVERSIZED_IMAGE)
 
 
 @dataclass
@@ -86,20 +91,30 @@ class LoadReport:
         """Skipped rows per reason."""
         return Counter(bad.reason for bad in self.skipped)
 
+    def files(self) -> Counter[str]:
+        """Distinct image files per reason about the file (IMAGE_FILE_REASONS): the rows of one file share its detail."""
+        return Counter(reason for reason, _ in {(bad.reason, bad.detail) for bad in self.skipped if bad.reason in IMAGE_FILE_REASONS})
+
     def summary(self, splits: dict[str, Split], examples: int = 5) -> str:
         """A few lines for stderr: what was read, the splits, skipped rows per reason with the first of each."""
         sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
         lines = [f"{self.source} ({self.format}): {self.rows} caption rows -> {sizes} images; {self.split_rule}"]
         if self.skipped:
-            counts = self.counts()
-            reasons = ", ".join(f"{reason} {n}" for reason, n in counts.items())
-            lines.append(f"skipped {len(self.skipped)} rows: {reasons} (--strict makes the first an error); first of each:")
+            counts, files = self.counts(), self.files()
+            per_file = {reason: f" ({plural(n, 'file')})" for reason, n in files.items()}  # 'undecodable image 5 (1 file)'
+            reasons = ", ".join(f"{reason} {n}{per_file.get(reason, '')}" for reason, n in counts.items())
+            lines.append(f"skipped {len(self.skipped)} rows: {reasons}; --strict makes the first an error; first of each:")
             firsts = {bad.reason: bad for bad in reversed(self.skipped)}  # the first row of each reason
-            lines += [f"  {firsts[reason]}" for reason in counts][:examples]
+            lines += [f"  {firsts[reason]}" for reason in counts]
         if self.unused:
             shown = ", ".join(self.unused[:examples]) + (", ..." if len(self.unused) > examples else "")
             lines.append(f"{len(self.unused)} images with captions are in no split and not used: {shown}")
         return "\n".join(lines)
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 file', '3 files'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def image_key(folder: str, image: str) -> str:
@@ -132,22 +147,24 @@ class CaptionTable:
 
     captions: dict[str, list[str]] = field(default_factory=dict)
     named: set[str] = field(default_factory=set)
-    rejected: set[str] = field(default_factory=set)  # name escapes the folder or file missing
+    rejected: set[str] = field(default_factory=set)  # name escapes the folder, or the file is missing or unusable
 
 
 def image_problem(folder: str, image: str, root: Path) -> tuple[str, str] | None:
-    """(reason, detail) when an image cannot be used: its name points outside the data root, or the file is missing."""
+    """(reason, detail) when an image cannot be used: its name points outside the data root, or the file is missing,
+    unreadable, empty, not an image or does not decode (images.check_image: what training's open_image would say)."""
     if escapes_folder(folder):
         return UNSAFE_PATH, f"folder {folder!r} points outside {root}"
     if escapes_folder(image):
         return UNSAFE_PATH, f"{image!r} points outside {root / folder}"
     if not (root / folder / image).is_file():
         return MISSING_IMAGE, f"{root / folder / image} does not exist"
-    return None
+    error = check_image(root / folder / image)
+    return (error.reason, str(error)) if error else None
 
 
 def check_rows(rows: Iterable[CaptionRow | BadRow], root: Path, report: LoadReport) -> CaptionTable:
-    """Keep the good rows; report malformed ones, unsafe names, missing files, blank and duplicate captions."""
+    """Keep the good rows; report malformed ones, unsafe names, missing or unusable image files, blank and duplicate captions."""
     table = CaptionTable()
     problems: dict[str, tuple[str, str] | None] = {}  # per image, judged once however many captions it has
     first_seen: dict[tuple[str, tuple[str, ...]], str] = {}  # (image, words) -> where they first appeared

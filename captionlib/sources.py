@@ -1,4 +1,4 @@
-"""Where the splits come from: the built-in shapes world, or a real data set on disk checked row by row.
+"""Where the splits come from: the built-in shapes world, or a real data set on disk checked row by row and image by image.
 
 layouts.py finds a folder's caption file and tells its format, flickr.py (captions.txt, results.csv, token
 files) or karpathy.py (dataset_*.json) parses it, and rows.py checks every row the same way and makes the splits.
@@ -18,10 +18,15 @@ from .rows import (  # noqa: F401
     BLANK_CAPTION,
     DUPLICATE_CAPTION,
     DUPLICATE_IMAGE,
+    EMPTY_IMAGE,
     MALFORMED,
     MISSING_IMAGE,
     NO_CAPTIONS,
+    NOT_AN_IMAGE,
+    OVERSIZED_IMAGE,
     SPLIT_NAMES,
+    UNDECODABLE_IMAGE,
+    UNREADABLE_IMAGE,
     UNSAFE_PATH,
     LoadReport,
     Split,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 FLICKR_CAPTIONS = [
@@ -65,6 +70,60 @@ def write_kaggle(root: Path, n: int = 10, lists: bool = True) -> dict[str, list[
     if lists:
         write_split_lists(root, names)
     return captions
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # scikit-image's CC0 photographs
+BAD_IMAGE_KINDS = ("truncated", "empty", "text", "unreadable")
+
+
+@functools.lru_cache(maxsize=None)
+def photo_array(name: str) -> np.ndarray:
+    """One of scikit-image's photographs as (H, W, 3) uint8; the test is skipped where scikit-image is not installed."""
+    return getattr(pytest.importorskip("skimage.data"), name)()
+
+
+def photo(i: int, size: tuple[int, int] | None = (80, 60)) -> Image.Image:
+    """A real photograph, cropped differently for each i and shrunk to `size` (None: the crop's own size)."""
+    array = photo_array(PHOTOS[i % len(PHOTOS)])  # (H, W, 3)
+    height, width = array.shape[:2]
+    top, left = (7 * i) % (height // 4), (11 * i) % (width // 4)
+    image = Image.fromarray(array[top : top + 3 * height // 4, left : left + 3 * width // 4])
+    return image.resize(size) if size else image
+
+
+def write_bad_image(path: Path, kind: str) -> Path:
+    """A file named like an image that cannot be used as one: one of BAD_IMAGE_KINDS."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "truncated":  # a whole photograph, cut off halfway through its compressed data
+        whole = io.BytesIO()
+        photo(2, size=None).save(whole, "JPEG", quality=90)
+        path.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("image,caption\nthis file is a caption list saved under an image's name\n")
+    elif kind == "unreadable":  # a good photograph nobody may read (root still can)
+        photo(3).save(path, "JPEG")
+        path.chmod(0)
+    else:
+        raise ValueError(f"unknown kind of bad image {kind!r}; expected one of {', '.join(BAD_IMAGE_KINDS)}")
+    return path
+
+
+def write_kaggle_photos(root: Path, n: int = 20, bad: Iterable[str] = ()) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Kaggle's Flickr8k layout (Images/ + captions.txt, no split lists: a seeded split) of n real photographs, then one
+    bad file of each kind in `bad`, each with three captions. Returns the good images' captions and {kind: file name}."""
+    names = [flickr_name(i) for i in range(n)]
+    (root / "Images").mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        photo(i).save(root / "Images" / name, "JPEG", quality=90)
+    bad_names = {kind: flickr_name(n + k) for k, kind in enumerate(bad)}
+    for kind, name in bad_names.items():
+        write_bad_image(root / "Images" / name, kind)
+    captions = captions_for(names + list(bad_names.values()))
+    lines = ["image,caption"] + [f"{name},{c}" for name, caps in captions.items() for c in caps]
+    (root / "captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {name: captions[name] for name in names}, bad_names
 
 
 def write_token(root: Path, n: int = 10, flickr30k: bool = False) -> dict[str, list[str]]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import torch
+from conftest import tiny_config
 
+import captionlib.rows
 from captionlib import Vocabulary, tokenize
 from captionlib.config import ShapesConfig
 from captionlib.data import CaptionDataset, ImageCaptionsDataset, collate_grouped, collate_pairs, image_transform
 from captionlib.flickr import load_flickr
 from captionlib.shapes import SHAPES, describe, export_flickr8k, generate, generate_split
+from captionlib.sources import load_splits
 
 
 def test_tokenize_needs_no_nltk_data():
@@ -95,6 +98,16 @@ def test_export_is_read_back_by_the_flickr_loader(tmp_path):
     from_disk = dataset[0][0]
     in_memory = image_transform(64)(world["test"].images[0])
     torch.testing.assert_close(from_disk, in_memory)  # PNG round trip is lossless
+
+
+def test_shapes_world_has_no_image_files_to_check(monkeypatch):
+    def refuse(path):
+        raise AssertionError(f"the shapes world checked {path}")
+
+    monkeypatch.setattr(captionlib.rows, "check_image", refuse)
+    splits = load_splits(tiny_config())
+    assert {name: len(split) for name, split in splits.items()} == {"train": 96, "val": 16, "test": 16}
+    assert all(isinstance(split.images, torch.Tensor) for split in splits.values())  # in memory, never decoded from a file
 
 
 def test_collates_pad_and_group():

@@ -1,15 +1,19 @@
-"""open_image on bad and odd input: one-line errors for what cannot be used, upright RGB for the rest."""
+"""open_image on bad and odd input: one-line errors for what cannot be used, upright RGB for the rest; check_image."""
 
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures import photo, write_bad_image
 from PIL import Image
 
 from captionlib import Captioner, ImageLoadError, open_image
+from captionlib.images import EMPTY_IMAGE, NOT_AN_IMAGE, UNDECODABLE_IMAGE, UNREADABLE_IMAGE, check_image
 
 EXIF_ORIENTATION = 0x0112
 RED, GREEN, BLUE, YELLOW = (220, 30, 30), (30, 200, 30), (30, 30, 220), (230, 220, 40)
@@ -108,6 +112,55 @@ def test_error_without_a_message_still_gives_one_line(tmp_path, monkeypatch):
     with pytest.raises(ImageLoadError, match=r"\(OSError\)") as info:
         open_image(path)
     assert_one_line_naming(info.value, path)
+
+
+# ---------- check_image: what a data set's loader asks of every image file, before training ----------
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_check_image_fails_exactly_where_open_image_does_on_truncated_photographs(tmp_path, progressive):
+    """check_image decodes a JPEG at 1/8 size; every cut of a real photograph that open_image refuses, it refuses too."""
+    whole = io.BytesIO()
+    photo(0, size=(200, 150)).save(whole, "JPEG", quality=90, progressive=progressive)
+    data = whole.getvalue()
+    path = tmp_path / "photo.jpg"
+    cuts = [*range(1, len(data), len(data) // 40), len(data) - 2, len(data) - 1, len(data)]
+    for cut in cuts:
+        path.write_bytes(data[:cut])
+        error = check_image(path)
+        try:
+            open_image(path)
+        except ImageLoadError as expected:
+            assert error is not None and str(error) == str(expected) and error.reason == expected.reason, cut
+        else:
+            assert error is None, cut
+    assert error is None  # the whole file, last
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("truncated", UNDECODABLE_IMAGE), ("empty", EMPTY_IMAGE), ("text", NOT_AN_IMAGE)])
+def test_check_image_gives_the_reason_and_one_line_naming_the_file(tmp_path, kind, reason):
+    path = write_bad_image(tmp_path / "bad.jpg", kind)
+    error = check_image(path)
+    assert error.reason == reason
+    assert_one_line_naming(error, path)
+    with pytest.raises(ImageLoadError) as raised:
+        open_image(path)
+    assert str(raised.value) == str(error)  # the line `caption` prints for the same file
+
+
+def test_unreadable_file_is_one_line_naming_it(tmp_path, monkeypatch):
+    path = write_bad_image(tmp_path / "locked.jpg", "unreadable")
+    if os.name != "posix" or os.geteuid() == 0:  # root reads any file: opening it is refused here as it is for anyone else
+        real_open = Path.open
+
+        def refuse(self, *args, **kwargs):
+            if self == path:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refuse)
+    error = check_image(path)
+    assert error.reason == UNREADABLE_IMAGE and str(error) == f"{path}: cannot read the file (Permission denied)"
 
 
 # ---------- odd but valid images: upright 8-bit RGB ----------

@@ -10,34 +10,56 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from fixtures import (
+    BAD_IMAGE_KINDS,
     append_lines,
     captions_for,
     flickr_name,
     karpathy_entries,
+    write_bad_image,
     write_flickr30k_csv,
     write_image,
     write_kaggle,
+    write_kaggle_photos,
     write_karpathy,
     write_split_lists,
     write_token,
 )
 
+import captionlib.rows
 from captionlib.cli import main
 from captionlib.config import Config
 from captionlib.data import ImageRecord
 from captionlib.flickr import load_flickr
+from captionlib.images import check_image
 from captionlib.sources import (
     BLANK_CAPTION,
     DUPLICATE_CAPTION,
     DUPLICATE_IMAGE,
+    EMPTY_IMAGE,
     MALFORMED,
     MISSING_IMAGE,
     NO_CAPTIONS,
+    NOT_AN_IMAGE,
+    UNDECODABLE_IMAGE,
+    UNREADABLE_IMAGE,
     UNSAFE_PATH,
     load_splits,
     read_dataset,
 )
+
+# Each kind of bad image file the fixtures write: the reason its rows are skipped, and the words that say why.
+BAD_IMAGE_REASONS = {
+    "truncated": (UNDECODABLE_IMAGE, "cannot decode image ("),  # then Pillow's words, which vary by version
+    "empty": (EMPTY_IMAGE, "empty file (0 bytes)"),
+    "text": (NOT_AN_IMAGE, "not an image Pillow can read"),
+    "unreadable": (UNREADABLE_IMAGE, "cannot read the file (Permission denied)"),
+}
+assert tuple(BAD_IMAGE_REASONS) == BAD_IMAGE_KINDS
+# root reads a file whatever its permissions, so there an "unreadable" file is a good photograph
+ROOT_READS_ALL = "running as root, which reads any file whatever its permissions" if os.name == "posix" and os.geteuid() == 0 else ""
+BAD_KINDS_HERE = tuple(kind for kind in BAD_IMAGE_KINDS if kind != "unreadable" or not ROOT_READS_ALL)
 
 
 def split_names(splits) -> dict[str, list[str]]:
@@ -163,6 +185,13 @@ def test_load_splits_and_load_flickr_read_a_shapes_export(tmp_path, capsys):
 
 
 # --- bad rows: one test per case, FILE:LINE in the message, strict raises exactly that line ----------------------------
+
+
+def one_line(text: str) -> str:
+    """The one line of a command's stderr."""
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
 
 
 def only_bad_row(data_path: Path, reason: str):
@@ -312,6 +341,16 @@ def test_karpathy_coco_filepath_escaping_root(tmp_path):
     assert [len(s) for s in splits.values()] == [1, 1, 1]
 
 
+def test_karpathy_entry_whose_image_is_truncated(tmp_path):
+    names = [flickr_name(i) for i in range(4)]
+    path = write_karpathy(tmp_path, karpathy_entries(names, ["train", "val", "test", "train"]))
+    write_bad_image(tmp_path / "Images" / names[3], "truncated")
+    splits, report = read_dataset(tmp_path)
+    assert [b.where for b in report.skipped] == [f"{path}: entry 3 ({names[3]}) sentence {j}" for j in range(3)]
+    assert report.counts() == {UNDECODABLE_IMAGE: 3} and report.files() == {UNDECODABLE_IMAGE: 1}
+    assert split_names(splits) == {"train": names[:1], "val": names[1:2], "test": names[2:3]}
+
+
 def test_image_whose_captions_are_all_bad_is_dropped_and_reported(tmp_path):
     captions = write_kaggle(tmp_path)
     name = flickr_name(9, ".png")  # a test image
@@ -357,7 +396,7 @@ def test_default_mode_prints_counts_and_first_examples_strict_stops(tmp_path, ca
     )
     splits = load_splits(Config(data=str(tmp_path)))
     err = capsys.readouterr().err
-    assert "skipped 4 rows: missing image 2, blank caption 1, malformed 1" in err
+    assert "skipped 4 rows: missing image 2 (1 file), blank caption 1, malformed 1; --strict makes the first an error" in err
     file = tmp_path / "captions.txt"
     for number, reason in ((first, MISSING_IMAGE), (first + 2, BLANK_CAPTION), (first + 3, MALFORMED)):
         assert f"captionlib:   {file}:{number}: {reason}: " in err  # the first example of each reason
@@ -365,6 +404,46 @@ def test_default_mode_prints_counts_and_first_examples_strict_stops(tmp_path, ca
     assert sum(len(s) for s in splits.values()) == 10
     with pytest.raises(ValueError, match=re.escape(f"{file}:{first}: missing image: ")):
         load_splits(Config(data=str(tmp_path)), strict=True)
+
+
+# --- bad image files: found when the split is read, reported like bad rows, skipped with their captions -------------------
+
+
+@pytest.mark.parametrize("kind", BAD_IMAGE_KINDS)
+def test_bad_image_file_skips_its_captions_and_strict_names_it(tmp_path, kind):
+    if kind == "unreadable" and ROOT_READS_ALL:
+        pytest.skip(ROOT_READS_ALL)
+    captions, bad = write_kaggle_photos(tmp_path, bad=[kind])
+    path, (reason, why) = tmp_path / "Images" / bad[kind], BAD_IMAGE_REASONS[kind]
+    splits, report = read_dataset(tmp_path)
+    lines = [str(b) for b in report.skipped]
+    assert len(lines) == 3 and report.counts() == {reason: 3} and report.files() == {reason: 1}  # one file, its 3 captions
+    for line, number in zip(lines, (62, 63, 64)):  # after the 20 good photographs' 60 rows and the header
+        assert line.startswith(f"{tmp_path / 'captions.txt'}:{number}: {reason}: {path}: {why}"), line
+    check_records(splits, captions)  # every good photograph is there with its captions, the bad file is not
+    assert sum(len(split) for split in splits.values()) == len(captions)
+    with pytest.raises(ValueError) as raised:
+        read_dataset(tmp_path, strict=True)
+    assert str(raised.value) == lines[0] and "\n" not in lines[0]
+
+
+def test_bad_image_files_are_summarised_by_cause_each_checked_once(tmp_path, capsys, monkeypatch):
+    captions, bad = write_kaggle_photos(tmp_path, bad=BAD_KINDS_HERE)
+    checked = []
+    monkeypatch.setattr(captionlib.rows, "check_image", lambda path: checked.append(path) or check_image(path))
+    splits = load_splits(Config(data=str(tmp_path)))
+    assert sorted(checked) == sorted(tmp_path / "Images" / name for name in [*captions, *bad.values()])  # once each
+    err = capsys.readouterr().err.splitlines()
+    n = len(BAD_KINDS_HERE)
+    causes = ", ".join(f"{BAD_IMAGE_REASONS[kind][0]} 3 (1 file)" for kind in BAD_KINDS_HERE)
+    assert err[1] == f"captionlib: skipped {3 * n} rows: {causes}; --strict makes the first an error; first of each:"
+    file = tmp_path / "captions.txt"
+    for k, kind in enumerate(BAD_KINDS_HERE):  # the first row of each cause: FILE:LINE, the cause, the image file, why
+        reason, why = BAD_IMAGE_REASONS[kind]
+        assert err[2 + k].startswith(f"captionlib:   {file}:{62 + 3 * k}: {reason}: {tmp_path / 'Images' / bad[kind]}: {why}")
+    assert len(err) == 2 + n  # and nothing more: the other rows of each file are counted, not listed
+    check_records(splits, captions)
+    assert sum(len(split) for split in splits.values()) == len(captions) and all(splits.values())
 
 
 def test_image_in_two_split_lists(tmp_path):
@@ -433,3 +512,36 @@ def test_cli_trains_and_evaluates_on_a_kaggle_folder(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(best), "--strict"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [f"captionlib: error: {data / 'captions.txt'}:{bad_line}: missing image: {data / 'Images' / '1999999999_0123456789.jpg'} does not exist"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning:nltk.translate.bleu_score")  # nltk, about a one-epoch model's BLEU
+def test_cli_trains_evaluates_and_captions_past_bad_image_files(tmp_path, capsys):
+    """Photographs with a truncated JPEG, an empty file and a text file among them: each command skips or reports them."""
+    data = tmp_path / "flickr8k"
+    captions, bad = write_kaggle_photos(data, bad=["truncated", "empty", "text"])
+    broken = data / "Images" / bad["truncated"]
+    sizes = {name: len(split) for name, split in read_dataset(data)[0].items()}
+    assert sum(sizes.values()) == len(captions) == 20  # every photograph, none of the bad files
+    first_bad = f"{data / 'captions.txt'}:62: undecodable image: {broken}: cannot decode image ("
+    train = ["train", "--data", data, "--out", tmp_path / "run", "--epochs", "1", "--no-progress", *(a for s in TINY for a in ("--set", s))]
+    done = run_cli(*train, env={"PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "skipped 9 rows: undecodable image 3 (1 file), empty image 3 (1 file), not an image 3 (1 file);" in done.stderr
+    assert f"captionlib:   {first_bad}" in done.stderr and f"{sizes['train']} training images" in done.stdout
+    best = tmp_path / "run" / "best.pt"
+
+    assert main([*map(str, train), "--strict"]) == 1  # stops while reading the split, before training
+    assert one_line(capsys.readouterr().err).startswith(f"captionlib: error: {first_bad}")
+
+    assert main(["evaluate", "--checkpoint", str(best), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"] == sizes["test"] and f"captionlib:   {first_bad}" in captured.err
+    assert main(["evaluate", "--checkpoint", str(best), "--strict"]) == 1
+    assert one_line(capsys.readouterr().err).startswith(f"captionlib: error: {first_bad}")
+
+    good = data / "Images" / flickr_name(0)
+    assert main(["caption", "--checkpoint", str(best), str(good), str(broken), str(good)]) == 1  # the good ones still captioned
+    captured = capsys.readouterr()
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [str(good), str(good)]
+    assert one_line(captured.err).startswith(f"captionlib: error: {broken}: cannot decode image (")
