@@ -47,6 +47,15 @@ def grid_file(budget: str) -> Path:
     return RESULTS / f"grid-{budget}.json"
 
 
+def write_json(path: Path, data: dict) -> Path:
+    """Write data to path through a temporary file and a rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def fingerprint(variant: str) -> list[float]:
     """What training does, in numbers: the loss, cross-entropy and penalty of each of 3 steps of `variant` on a tiny
     world (float32, one thread), then the sum of |w| over the trained weights."""
@@ -228,12 +237,10 @@ def store_grid(budget_name: str, seeds: tuple[int, ...], log=print, workers: int
     runs.sort(key=lambda r: (order[r["variant"]], r["decode_at"] != "expected", r["seed"]))
     data = {"budget": budget_name, "budget_fields": BUDGETS[budget_name], "variants": VARIANTS, "seeds": list(seeds),
             "coco_metrics": coco, "fingerprints": current, "provenance": provenance(), "runs": runs}  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    path = grid_file(budget_name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # never half-written
-    return path
+    spot = old.get("spot_check")  # kept while every row it retrained is still fresh; `--spot-check` redoes it
+    if spot and set(spot["rows"]) <= {row_name(v, how) for v in fresh for how in decodings(v)}:
+        data["spot_check"] = spot
+    return write_json(grid_file(budget_name), data)
 
 
 
@@ -273,12 +280,7 @@ def store_default_model(seeds: tuple[int, ...] = DEFAULT_MODEL_SEEDS, log=print,
     shutil.copyfile(book_model, STORED_MODEL)
     data = {"config": Config().to_dict(), "coco_metrics": java_available(), "provenance": provenance(), "runs": runs,
             "book_model": {"precision": "float32", "seed": 0, "file": str(STORED_MODEL.relative_to(RESULTS.parent))}}  # fmt: skip
-    path = RESULTS / "default-model.json"
-    RESULTS.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(RESULTS / "default-model.json", data)
 
 
 def stored_default_model() -> list[dict]:
@@ -321,9 +323,4 @@ def store_spot_check(budget_name: str = "small", variants: tuple[str, ...] = SPO
     other = "float32" if stored == {"bfloat16"} else "bfloat16"
     with precision(other):
         rows = run_grid(variants, (seed,), BUDGETS[budget_name], log=log, workers=workers)
-    data = grid.data | {"spot_check": {"precision": other, "seed": seed, "rows": rows}}
-    path = grid_file(budget_name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(grid_file(budget_name), grid.data | {"spot_check": {"precision": other, "seed": seed, "rows": rows}})
