@@ -55,9 +55,12 @@ VARIANTS = {
     "soft": {},
     "soft-no-beta": {"model.beta_gate": False},
     "soft-no-deep-output": {"model.deep_output": False},
+    "soft-lambda-small": {"train.attention_lambda": PAPER_LAMBDA / 5},  # a fifth of the authors' weight
     "soft-lambda-paper": {"train.attention_lambda": PAPER_LAMBDA},  # the authors' code, in captionlib's units
     "soft-lambda-1": {"train.attention_lambda": 1.0},  # 40 times the authors' weight
     "soft-no-positions": {"model.cell_positions": False},  # the paper's annotations: no cell (x, y) (chapter 09)
+    "soft-relation-first": {"shapes.relation_first": True},  # "a A above a B": the relation before the second object
+    "soft-no-leftwards": {"shapes.mark_leftwards": False},  # no "leftwards :" opening the right-to-left captions
     "hard": {"model.attention": "hard"},
 }
 SEEDS = (0, 1, 2)
