@@ -50,9 +50,22 @@ class ModelConfig:
     attention: str = "soft"  # "soft" (§4.2), "hard" (§4.1, sampled locations) or "none" (the mean annotation, no α)
     beta_gate: bool = True  # the gate β_t on the context (§4.2.1)
     deep_output: bool = True  # the deep output layer, eq. 7; off: the logits are a linear map of h_t
+    # "lstm": the paper's decoder (attention, beta_gate, deep_output, decoder_dim, attention_dim apply); "transformer":
+    # a Transformer decoder (chapter 14) of the fields below, whose cross-attention is its (soft) attention
+    decoder: str = "lstm"
+    # Sized to the LSTM decoder's parameters (618K on the shapes world; tests/test_transformer.py): 2 layers of 136 have
+    # 1.2% more, 1 layer of 192 2.5% more, 4 of 96 0.1% fewer (ff_dim = 4 d_model, as in Vaswani et al.).
+    layers: int = 2  # transformer: decoder layers
+    heads: int = 4  # transformer: attention heads per layer; d_model must divide by it
+    d_model: int = 136  # transformer: the width of every layer
+    ff_dim: int = 544  # transformer: the feed-forward block's hidden width
 
     def __post_init__(self):
         _check_section(self, "model")
+        if self.decoder == "transformer" and self.attention != "soft":
+            raise ValueError(f"config: model.attention = {self.attention!r}: the transformer decoder's cross-attention is soft; set model.attention to soft")
+        if self.d_model % self.heads or self.d_model % 4:  # sines and cosines of word positions, rows and columns
+            raise ValueError(f"config: model.d_model = {self.d_model}: must be a multiple of 4 and of model.heads = {self.heads}")
 
 
 @dataclass
@@ -178,6 +191,11 @@ LIMITS = {
     "model.dropout": between(0.0, 1.0, below_high=True),  # nn.Dropout(1.0) zeroes everything
     "model.encoder_channels": at_least(1),
     "model.attention": one_of("soft", "hard", "none"),
+    "model.decoder": one_of("lstm", "transformer"),
+    "model.layers": at_least(1),
+    "model.heads": at_least(1),
+    "model.d_model": at_least(4),
+    "model.ff_dim": at_least(1),
     "train.epochs": at_least(1),
     "train.batch_images": at_least(1),
     "train.lr": above(0.0),  # a rate of 0 learns nothing

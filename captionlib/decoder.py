@@ -25,6 +25,22 @@ def make_attention(kind: str, encoder_dim: int, decoder_dim: int, attention_dim:
     raise ValueError(f"model.attention = {kind!r}: must be one of soft, hard, none")
 
 
+def captions_per_image(
+    annotations: torch.Tensor,  # (B, P, D)
+    captions: torch.Tensor,  # (N, L)
+    image_of_caption: torch.Tensor | None,  # (N,), None when N == B
+) -> tuple[torch.Tensor, int]:
+    """The annotations each caption attends to, and k, the captions per image: when the captions come image by image,
+    k per image, an image's k captions share its annotations (as beam search's k hypotheses do); otherwise, e.g. COCO's
+    5 to 7 captions per image, each caption gets a copy of its image's annotations (N, P, D) and k = 1."""
+    N, B = captions.size(0), annotations.size(0)
+    if image_of_caption is None:
+        image_of_caption = torch.arange(N, device=captions.device)  # (N,) one caption per image
+    k = N // B
+    grouped = k * B == N and bool((image_of_caption == torch.arange(B, device=captions.device).repeat_interleave(k)).all())
+    return (annotations, k) if grouped else (annotations[image_of_caption], 1)
+
+
 class Decoder(nn.Module):
     """Generates a caption one word at a time, attending to the annotations before every word."""
 
@@ -52,6 +68,10 @@ class Decoder(nn.Module):
         """h_0, c_0 from the mean annotation: c_0 = f_init,c(mean_i a_i), h_0 = f_init,h(mean_i a_i)."""
         mean = annotations.mean(dim=1)  # (B, D)
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # (B, n) each
+
+    def project(self, annotations: torch.Tensor) -> torch.Tensor:
+        """What attention needs of each image, computed once before the first word: (B, P, D) -> e.g. W_a a (B, P, A)."""
+        return self.attention.project(annotations)
 
     def step(
         self,
@@ -102,14 +122,9 @@ class Decoder(nn.Module):
         """
         if sample_locations and not isinstance(self.attention, HardAttention):
             raise ValueError(f"sample_locations=True samples hard attention's locations; this decoder's attention is {type(self.attention).__name__}")
-        N, B = captions.size(0), annotations.size(0)
-        if image_of_caption is None:
-            image_of_caption = torch.arange(N, device=captions.device)  # (N,) one caption per image
-        k = N // B
-        grouped = k * B == N and bool((image_of_caption == torch.arange(B, device=captions.device).repeat_interleave(k)).all())
-        if not grouped:  # e.g. COCO's 5 to 7 captions per image: a copy of the image's annotations per caption
-            annotations, k = annotations[image_of_caption], 1  # (N, P, D)
-        projected = self.attention.project(annotations)  # (B, P, A)  once per image, not per step
+        N = captions.size(0)
+        annotations, k = captions_per_image(annotations, captions, image_of_caption)  # (B, P, D), k captions per image
+        projected = self.project(annotations)  # (B, P, A)  once per image, not per step
         h, c = self.init_state(annotations)  # (B, n) each
         steps = (lengths - 1).view(-1, k)  # (B, k) predictions per caption, image by image
         # Longest first, so the images still running at step t are always a prefix of the batch.

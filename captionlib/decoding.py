@@ -38,7 +38,7 @@ def greedy_decode(decoder: Decoder, annotations: torch.Tensor, max_len: int) -> 
     B, P, _ = annotations.shape
     if B == 0 or max_len <= 0:  # nothing to decode: empty captions that did not finish, as beam_search returns
         return [Caption([], torch.zeros(0, P), 0.0, False) for _ in range(B)]
-    projected = decoder.attention.project(annotations)  # (B, P, A)
+    projected = decoder.project(annotations)  # (B, P, A)
     state = decoder.init_state(annotations)  # (B, n) x 2
     words = torch.full((B,), Vocabulary.start_id, dtype=torch.long, device=annotations.device)  # (B,)
     ended = torch.zeros(B, dtype=torch.bool, device=annotations.device)  # (B,) has produced <end>
@@ -77,7 +77,7 @@ def beam_search(
     _check_beam_size(k, V)
     if B == 0:
         return []
-    projected = decoder.attention.project(annotations)  # (B, P, A)  once per image
+    projected = decoder.project(annotations)  # (B, P, A)  once per image
     # The b images still searching are images[searching], each with w hypotheses: row i*w + j of every tensor
     # below is hypothesis j of the i-th of them, and they all share their image's annotations. At t = 0 an
     # image has one hypothesis, <start> (w = 1); from t = 1 on it keeps k (w = k).
@@ -117,7 +117,7 @@ def beam_search(
         scores = top_scores[keep].view(b, k)[still]  # (b', k)
         history = torch.cat([history[rows], words.unsqueeze(1)], dim=1)  # (b'k, t+1)
         history_alphas = torch.cat([history_alphas[rows], alpha[rows].unsqueeze(1)], dim=1)  # (b'k, t+1, P)
-        state = (state[0][rows], state[1][rows])
+        state = (state[0][rows], state[1][rows])  # (h, c), or the Transformer's key/value cache
         width = k
         if len(still) < b:
             searching, annotations, projected = searching[still], annotations[still], projected[still]
@@ -147,10 +147,9 @@ def beam_search_one_image(
     k, V, device = beam_size, decoder.vocab_size, annotations.device
     _check_beam_size(k, V)
     annotations = annotations.unsqueeze(0)  # (1, P, D)
-    projected = decoder.attention.project(annotations)  # (1, P, A)
-    h, c = decoder.init_state(annotations)  # (1, n) each
+    projected = decoder.project(annotations)  # (1, P, A)
+    state = decoder.init_state(annotations)  # (h, c), (1, n) each, or an empty key/value cache
     beams = [(0.0, [], [])]  # (log p, words, α maps) — a single live hypothesis at t = 0
-    state = (h, c)
     finished: list[tuple[float, float, list[int], list[torch.Tensor]]] = []
     for t in range(max_len):
         words = torch.tensor([b[1][-1] if b[1] else Vocabulary.start_id for b in beams], device=device)  # (n_live,): 1, then k

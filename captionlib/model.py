@@ -8,16 +8,18 @@ import torch.nn as nn
 from .config import ModelConfig
 from .decoder import Decoder
 from .encoder import Encoder
+from .transformer import TransformerDecoder
 
 
 class CaptionModel(nn.Module):
-    """Show, Attend and Tell: Encoder -> Decoder with soft, hard or no attention."""
+    """Show, Attend and Tell: Encoder -> Decoder with soft, hard or no attention (or a Transformer decoder, chapter 14)."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, load_weights: bool = True):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg, load_weights)  # load_weights=False: the weights will come from a checkpoint
-        self.decoder = Decoder(vocab_size, self.encoder.dim, cfg)
+        decoder = TransformerDecoder if cfg.decoder == "transformer" else Decoder
+        self.decoder = decoder(vocab_size, self.encoder.dim, cfg)
 
     def forward(
         self,

@@ -17,7 +17,7 @@ from .train import BEST, LAST, autocast_dtype, train
 # Every module that train() runs, down to the decoding and BLEU that pick best.pt: a change to any of them retrains.
 MODEL_SOURCES = (
     "config.py", "vocab.py", "shapes.py", "sources.py", "rows.py", "layouts.py", "flickr.py", "karpathy.py", "images.py",
-    "data.py", "features.py", "encoder.py", "attention.py", "hard_attention.py", "no_attention.py", "decoder.py", "model.py", "loss.py", "distributed.py",
+    "data.py", "features.py", "encoder.py", "attention.py", "hard_attention.py", "no_attention.py", "decoder.py", "transformer.py", "model.py", "loss.py", "distributed.py",
     "decoding.py", "metrics.py", "relations.py", "evaluate.py", "files.py", "checkpoint.py", "train.py",
 )  # fmt: skip
 

@@ -99,7 +99,7 @@ def train_epoch(
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)  # loss, cross-entropy, attention penalty
     dtype = autocast_dtype(cfg, topo.device)  # float16, bfloat16 or None (float32 throughout)
-    attention = getattr(model, "module", model).decoder.attention  # DDP wraps the model
+    attention = getattr(getattr(model, "module", model).decoder, "attention", None)  # DDP wraps the model; a Transformer has none
     hard = isinstance(attention, HardAttention)
     # Hard attention samples locations on a minibatch with probability hard_sample_p (§4.1), one draw per minibatch as
     # in capgen.py; seeded by the epoch alone, so every process and every resumed run draws the same.
