@@ -5,6 +5,7 @@
     python benchmarks/run.py --quick         # small sizes, a smoke run of a few seconds
     python benchmarks/run.py --only beam     # one group (see BENCHMARKS at the bottom)
     python benchmarks/run.py --only book     # the book's shapes model: float32 vs bfloat16 autocast, one training step
+    python benchmarks/run.py --only transformer  # the Transformer decoder against the LSTM at the book's sizes (chapter 14)
     python benchmarks/run.py --threads 1     # on a CPU shared with other jobs (see README.md)
     python benchmarks/run.py --only gpu      # on a CUDA GPU: mixed precision on/off, beam search (in the default run there)
 
@@ -15,6 +16,7 @@ weights and random features with a fixed seed (the encoder is not timed), so the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from captionlib import CaptionModel, Decoder, ModelConfig, Vocabulary, beam_search, beam_search_one_image, caption_loss
+from captionlib import CaptionModel, Decoder, ModelConfig, Vocabulary, beam_search, beam_search_one_image, caption_loss, greedy_decode
 from captionlib.config import Config, ShapesConfig
 from captionlib.data import collate_grouped
 from captionlib.evaluate import split_dataset
@@ -37,6 +39,7 @@ from captionlib.features import feature_cache
 from captionlib.hard_attention import reinforce_terms
 from captionlib.shapes import generate_split
 from captionlib.train import autocast_dtype
+from captionlib.transformer import RecomputingDecoder
 from captionlib.vocab import SPECIALS
 
 Metric = dict  # {"metric": str, "value": float | bool, "unit": str, "note": str, optionally "target_min": float}
@@ -381,12 +384,58 @@ def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
     yield metric("book_train_bf16_speedup", seconds[None] / seconds[torch.bfloat16], "x", note)
 
 
+# Transformer widths whose decoders have the LSTM decoder's parameter count (±10%, tests/test_transformer.py), by layers.
+MATCHED_WIDTHS = {1: 192, 2: 136, 4: 96}
+
+
+def bench_transformer(sizes: Sizes) -> Iterator[Metric]:
+    """The Transformer decoder against the book's LSTM decoder at the book's sizes (P = 64, D = 130, 38 words, 48
+    images x 5 captions a step): training step time at matched parameter counts for 1, 2 and 4 layers, and decoding
+    images/s with and without the key/value cache. Random weights and annotations: speed, not quality."""
+    book = Config()
+    images = 8 if sizes == QUICK else book.train.batch_images
+    V, P, D = 38, book.model.grid_size**2, book.model.encoder_channels + 2
+    generator = torch.Generator().manual_seed(sizes.seed)
+    annotations = torch.randn(images, P, D, generator=generator)  # (B, P, D)
+    lengths = torch.randint(11, 17, (images * 5,), generator=generator)  # (N,) shapes captions: 9-15 words + <start> <end>
+    captions = torch.randint(len(SPECIALS), V, (images * 5, int(lengths.max())), generator=generator)  # (N, L)
+    captions[:, 0] = Vocabulary.start_id
+    image_of_caption = torch.arange(images).repeat_interleave(5)  # (N,)
+    decoders = {"lstm": CaptionModel(book.model, V).decoder}
+    for layers, width in MATCHED_WIDTHS.items():
+        torch.manual_seed(sizes.seed)
+        cfg = dataclasses.replace(book.model, decoder="transformer", layers=layers, d_model=width, ff_dim=4 * width, dropout=0.1)
+        decoders[f"transformer-{layers}"] = CaptionModel(cfg, V).decoder
+    no_amp = torch.amp.GradScaler("cpu", enabled=False)
+    inputs = (annotations, captions, lengths, image_of_caption)
+    steps = {name: partial(train_step, d.train(), torch.optim.Adam(d.parameters(), lr=1e-3), no_amp, inputs) for name, d in decoders.items()}
+    seconds, _ = median_seconds(steps, max(sizes.reps, 5))
+    for name, decoder in decoders.items():
+        if name != "lstm":
+            parameters = sum(p.numel() for p in decoder.parameters()) / sum(p.numel() for p in decoders["lstm"].parameters())
+            yield metric(f"{name.replace('-', '_')}_layer_train_speedup", seconds["lstm"] / seconds[name], "x",
+                         f"LSTM step {seconds['lstm']:.3f} s, this {seconds[name]:.3f} s; {parameters:.1%} of the LSTM's parameters")  # fmt: skip
+    transformer, lstm = decoders["transformer-2"].eval(), decoders["lstm"].eval()
+    uncached, identical = RecomputingDecoder(transformer), True
+    for k in (1, 3):
+        search = (lambda d: partial(greedy_decode, d, annotations, 20)) if k == 1 else (lambda d: partial(beam_search, d, annotations, k, 20))
+        seconds, captions_of = median_seconds({"lstm": search(lstm), "cached": search(transformer), "uncached": search(uncached)}, sizes.reps)
+        identical &= [c.tokens for c in captions_of["cached"]] == [c.tokens for c in captions_of["uncached"]]
+        how = "greedy" if k == 1 else f"beam {k}"
+        yield metric(f"transformer_cache_speedup_k{k}", seconds["uncached"] / seconds["cached"], "x",
+                     f"{how}, 20 steps max: {images / seconds['cached']:.0f} images/s with the cache, {images / seconds['uncached']:.0f} without; "
+                     f"the LSTM {images / seconds['lstm']:.0f}")  # fmt: skip
+        yield metric(f"transformer_vs_lstm_decoding_k{k}", seconds["lstm"] / seconds["cached"], "x", f"{how}: images/s of the cached Transformer over the LSTM's")
+    yield metric("transformer_cache_identical", identical, note="greedy and beam 3 give the same tokens with the cache as recomputing the prefix")
+
+
 BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "book": bench_book_model,
     "train": bench_train,
     "hard": bench_hard,
     "beam": bench_beam,
     "cache": bench_feature_cache,
+    "transformer": bench_transformer,
     "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
 }
 

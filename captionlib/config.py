@@ -79,7 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     attention_lambda: float = 0.0  # λ of the doubly stochastic penalty (paper eq. 14)
-    # Hard attention only (paper eq. 12 and the authors' capgen.py):
+    # Hard attention only (paper §4.1's final learning rule, unnumbered, and the authors' capgen.py):
     hard_sample_p: float = 0.5  # chance that a minibatch samples locations; otherwise it uses the expected context
     # λ_r on the score-function term. 1 makes it an unbiased gradient of the loss, but measured on the shapes world
     # (6000 images, 6 epochs, batch 24, one seed each) its noise left the model hallucinating 48% of its objects,

@@ -91,7 +91,7 @@ class Decoder(nn.Module):
         h, c = state
         emb = self.embedding(prev_words)  # (R, m)  E y_{t-1}
         location = None
-        if sample:  # s_t ~ Multinoulli(α_t), z_t = a_{s_t}  (eq. 8)
+        if sample:  # s_t ~ Multinoulli(α_t), z_t = a_{s_t}  (eqs. 8, 9)
             alpha = self.attention.weights(projected, h)  # (R, P)
             location = self.attention.sample(alpha)  # (R,)
             z = self.attention.read(annotations, location)  # (R, D)

@@ -1,4 +1,4 @@
-"""Stochastic "hard" attention (paper §4.1, eqs. 8-12): the decoder reads one sampled location, a_{s_t}."""
+"""Stochastic "hard" attention (paper §4.1, eqs. 8-12 and its final learning rule): the decoder reads one sampled location, a_{s_t}."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class HardAttention(SoftAttention):
     def __init__(self, encoder_dim: int, decoder_dim: int, attention_dim: int):
         super().__init__(encoder_dim, decoder_dim, attention_dim)
         self.decode_at = "expected"  # one of DECODE_AT; not saved: set it for each evaluation
-        # b in eq. 10: a moving average of the per-word negative log-likelihood. A buffer, so checkpoints keep it.
+        # b of §4.1 (the baseline after eq. 12): a moving average of the per-word negative log-likelihood. A buffer, so checkpoints keep it.
         self.register_buffer("baseline", torch.zeros(()))
 
     @staticmethod
@@ -33,7 +33,7 @@ class HardAttention(SoftAttention):
         """z_t = a_{s_t}: annotations (B, P, D) with k rows of location (B*k,) per image -> (B*k, D)."""
         B = annotations.size(0)
         image = torch.arange(B, device=annotations.device).repeat_interleave(location.numel() // B)  # (B*k,)
-        return annotations[image, location]  # (B*k, D)  eq. 8: ẑ_t = Σ_i s_ti a_i = a_{s_t}
+        return annotations[image, location]  # (B*k, D)  eq. 9: ẑ_t = Σ_i s_ti a_i = a_{s_t}
 
     def forward(self, annotations: torch.Tensor, projected: torch.Tensor, h: torch.Tensor, mask: torch.Tensor | None = None):
         """Context (B*k, D) and α (B*k, P) without sampling: expected, or at argmax α_t when decoding so."""
@@ -64,18 +64,18 @@ def reinforce_terms(
 
     surrogate = Σ_n (nll_n − b·L_n) · log p(s̃_n | a) / Σ_n L_n, where nll_n = −log p(y_n | s̃_n, a) is held constant
     and log p(s̃_n | a) = Σ_t log α_t,s_t. Added to the cross-entropy (per word), its gradient is an unbiased estimate of
-    the gradient of E_s[−log p(y | s, a)] per word, i.e. of −L_s (eq. 9); b (eq. 10) changes the variance, not the mean.
+    the gradient of E_s[−log p(y | s, a)] per word, i.e. of −L_s (eq. 10); b (after eq. 12) changes the variance, not the mean.
     Without locations the surrogate is 0: the expected context needs no estimator.
     """
     T = logits.size(1)
     real = real_words(lengths, T)  # (N, T)
     words = real.sum(dim=1)  # (N,) L_n
-    entropy = -(alphas * alphas.clamp_min(1e-12).log()).sum(dim=2)  # (N, T)  eq. 12: H[s_t] = H[α_t]; 0 past the end
+    entropy = -(alphas * alphas.clamp_min(1e-12).log()).sum(dim=2)  # (N, T)  the final rule's H[s_t] = H[α_t]; 0 past the end
     mean_entropy = (entropy * real).sum() / words.sum()
     if locations is None:
         return logits.new_zeros(()), mean_entropy
-    nll = -word_log_likelihoods(logits, captions, lengths).sum(dim=1).detach()  # (N,)  eq. 9: −log p(y | s̃, a)
+    nll = -word_log_likelihoods(logits, captions, lengths).sum(dim=1).detach()  # (N,)  eq. 10: −log p(y | s̃, a)
     picked = alphas.gather(2, locations.unsqueeze(2)).squeeze(2)  # (N, T)  α_t,s_t
-    log_p_locations = picked.masked_fill(~real, 1.0).log().sum(dim=1)  # (N,)  eq. 10: log p(s̃ | a); log 1 = 0 past the end
-    surrogate = ((nll - baseline * words) * log_p_locations).sum() / words.sum()  # eq. 11 with b, per word
+    log_p_locations = picked.masked_fill(~real, 1.0).log().sum(dim=1)  # (N,)  eqs. 11, 12: log p(s̃ | a); log 1 = 0 past the end
+    surrogate = ((nll - baseline * words) * log_p_locations).sum() / words.sum()  # eq. 12 with b, per word
     return surrogate, mean_entropy

@@ -127,7 +127,7 @@ def train_epoch(
         objective = loss
         if hard:  # λ_r times the score-function surrogate, minus λ_e times the entropy of α, per word like the loss
             surrogate, entropy = reinforce_terms(logits.float(), captions, lengths, alphas.float(), locations, attention.baseline)
-            objective = loss + (cfg.train.reinforce_weight * surrogate - cfg.train.entropy_weight * entropy) * share[0]  # eq. 12
+            objective = loss + (cfg.train.reinforce_weight * surrogate - cfg.train.entropy_weight * entropy) * share[0]  # §4.1's final learning rule
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(objective * topo.world_size).backward()  # DDP divides the summed gradients by world_size
         scaler.unscale_(optimizer)

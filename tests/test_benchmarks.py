@@ -15,6 +15,8 @@ import torch
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 TRAIN = {"train_captions_per_s", "train_speedup_vs_inloop_projection"}
 BEAM = {"beam_images_per_s_k3", "beam_images_per_s_k5", "beam_speedup_k5", "beam_identical"}
+TRANSFORMER = {f"transformer_{n}_layer_train_speedup" for n in (1, 2, 4)} | {
+    f"transformer_{what}_k{k}" for what in ("cache_speedup", "vs_lstm_decoding") for k in (1, 3)} | {"transformer_cache_identical"}  # fmt: skip
 
 
 def run_quick() -> dict[str, dict]:
@@ -31,11 +33,11 @@ def run_quick() -> dict[str, dict]:
 @pytest.mark.slow
 def test_quick_run_prints_every_metric_as_json():
     rows = run_quick()
-    assert TRAIN | BEAM | {"book_train_bf16_speedup", "peak_rss_mb", "torch_threads"} <= set(rows)
+    assert TRAIN | BEAM | TRANSFORMER | {"book_train_bf16_speedup", "peak_rss_mb", "torch_threads"} <= set(rows)
     assert rows["torch_threads"]["value"] == 1
-    assert rows["beam_identical"]["value"] is True
+    assert rows["beam_identical"]["value"] is True and rows["transformer_cache_identical"]["value"] is True
     for name, row in rows.items():
-        if name not in ("beam_identical", "torch_threads", "book_train_bf16_speedup"):
+        if name not in ("beam_identical", "transformer_cache_identical", "torch_threads", "book_train_bf16_speedup"):
             assert isinstance(row["value"], float) and math.isfinite(row["value"]) and row["value"] > 0, row
     assert rows["train_speedup_vs_inloop_projection"]["target_min"] == 2
     assert rows["beam_speedup_k5"]["target_min"] == 5
