@@ -126,6 +126,9 @@ class TransformerDecoder(nn.Module):
         d = cfg.d_model
         self.vocab_size, self.d_model, self.heads = vocab_size, d, cfg.heads
         self.embedding = nn.Embedding(vocab_size, d)  # E, scaled by √d_model (Vaswani et al., §3.4)
+        # Drawn with standard deviation 1/√d_model, so that scaled they have unit variance, the scale of the sinusoids:
+        # nn.Embedding's N(0, 1) times √d_model would drown the word positions (about 12 to 1 at d_model = 136).
+        nn.init.normal_(self.embedding.weight, std=d**-0.5)
         self.cells = nn.Linear(encoder_dim, d)  # the annotations a_i (D) -> d_model
         self.grid_positions = cfg.cell_positions  # add grid_encoding to the cells; without it, cross-attention cannot tell where a cell lies
         self.layers = nn.ModuleList(DecoderLayer(d, cfg.heads, cfg.ff_dim, cfg.dropout) for _ in range(cfg.layers))
