@@ -39,7 +39,7 @@ from captionlib.features import feature_cache
 from captionlib.hard_attention import reinforce_terms
 from captionlib.shapes import generate_split
 from captionlib.train import autocast_dtype
-from captionlib.transformer import RecomputingDecoder
+from captionlib.transformer import MATCHED_WIDTHS, RecomputingDecoder
 from captionlib.vocab import SPECIALS
 
 Metric = dict  # {"metric": str, "value": float | bool, "unit": str, "note": str, optionally "target_min": float}
@@ -382,10 +382,6 @@ def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
     )
     note = f"{images} images x 5 captions, encoder + decoder + Adam: {seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16"
     yield metric("book_train_bf16_speedup", seconds[None] / seconds[torch.bfloat16], "x", note)
-
-
-# Transformer widths whose decoders have the LSTM decoder's parameter count (±10%, tests/test_transformer.py), by layers.
-MATCHED_WIDTHS = {1: 192, 2: 136, 4: 96}
 
 
 def bench_transformer(sizes: Sizes) -> Iterator[Metric]:

@@ -32,7 +32,7 @@ def install_command(url: str, wheel: str = KAGGLE_WHEEL) -> str:
 
 
 def install_instructions(config_path: str | Path = BOOK_CONFIG) -> str:
-    """What chapter 13 prints: the install line for a Kaggle notebook with Internet on, and the way with Internet off."""
+    """What chapter 14 prints: the install line for a Kaggle notebook with Internet on, and the way with Internet off."""
     url = repository_url(config_path)
     wheel = (
         "build a wheel in a clone of the repository (`pip install build; python -m build --wheel`),\n"
