@@ -34,8 +34,9 @@ from .train import autocast_dtype, train
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"  # the repository's results/, beside captionlib/
 SHOWN_IMAGES = 4  # coverage maps stored per run: the first test images (chapter 04's figure)
-# The checkpoints the chapters draw from: chapter 11 compares soft and hard attention map by map, at every seed.
-STORED_CHECKPOINTS = ("soft", "hard")
+# The checkpoints the chapters draw from: chapter 11 compares soft and hard attention map by map, at every seed, and
+# chapter 13 the Transformer's cross-attention with soft attention, head by head.
+STORED_CHECKPOINTS = ("soft", "hard", "transformer")
 # The fingerprint's world and budget: three optimiser steps of a tiny model, in float32 on one thread, seconds a variant.
 FINGERPRINT_BUDGET = {"shapes.n_train": 36, "shapes.n_val": 4, "shapes.n_test": 4, "train.epochs": 1, "train.batch_images": 12,
                       "model.decoder_dim": 16, "model.encoder_channels": 8, "train.amp": False, "train.hard_sample_p": 1.0}  # fmt: skip

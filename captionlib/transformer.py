@@ -19,6 +19,8 @@ from .decoder import captions_per_image
 # Widths at which a Transformer decoder of 1, 2 or 4 layers (ff_dim = 4 d_model) has the parameter count of the book's
 # LSTM decoder on the shapes world, within 3% (tests/test_transformer.py); 2 layers of 136 is ModelConfig's default.
 MATCHED_WIDTHS = {1: 192, 2: 136, 4: 96}
+# The same for 2 layers against the LSTM decoder of width n (model.decoder_dim): the grid's budgets use n = 256 and 128.
+WIDTH_FOR_LSTM = {256: 136, 128: 84}
 
 Cache = tuple[torch.Tensor, torch.Tensor]  # self-attention keys and values of the words so far, each (R, layers, h, t, d_head)
 

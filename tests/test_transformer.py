@@ -178,3 +178,14 @@ def test_the_shapes_transformer_recipe_is_the_books_model_with_the_transformer_d
     recipe = load_config("shapes_transformer")
     assert changed_fields(Config().to_dict(), recipe.to_dict()) == [
         ("model.decoder", "lstm", "transformer"), ("model.dropout", 0.3, 0.1), ("train.lr", 6e-3, 3e-3)]  # fmt: skip
+
+
+@pytest.mark.parametrize("budget", ["small", "book"])
+def test_the_grids_transformer_rows_have_the_lstm_rows_parameters(budget):
+    """The grid compares decoders of one size: at each budget the Transformer's width matches that budget's LSTM."""
+    from captionlib.experiments import BUDGETS, variant_config
+
+    decoders = {v: CaptionModel(variant_config(v, 0, BUDGETS[budget]).model, V).decoder for v in ("soft", "transformer")}
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert abs(count(decoders["transformer"]) / count(decoders["soft"]) - 1) <= 0.05
+    assert variant_config("transformer-no-positions", 0, BUDGETS[budget]).model.cell_positions is False
