@@ -31,7 +31,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from captionlib import CaptionModel, Decoder, ModelConfig, Vocabulary, beam_search, beam_search_one_image, caption_loss, greedy_decode
+from captionlib import (
+    CaptionModel,
+    Decoder,
+    ModelConfig,
+    Vocabulary,
+    beam_search,
+    beam_search_one_image,
+    caption_loss,
+    greedy_decode,
+)
 from captionlib.config import Config, ShapesConfig
 from captionlib.data import collate_grouped
 from captionlib.evaluate import split_dataset

@@ -292,6 +292,15 @@ def stored_default_model() -> list[dict]:
     return json.loads(path.read_text())["runs"]
 
 
+def stored_book_model() -> dict:
+    """The stored run that is the book's model (pretrained.STORED_MODEL): its precision, seed, scores and history."""
+    data = json.loads((RESULTS / "default-model.json").read_text())
+    book = data["book_model"]
+    if RESULTS.parent / book["file"] != STORED_MODEL:
+        raise ValueError(f"{RESULTS / 'default-model.json'}: book_model.file is {book['file']}, not {STORED_MODEL}")
+    return next(run for run in data["runs"] if (run["precision"], run["seed"]) == (book["precision"], book["seed"]))
+
+
 # The README's table of the default model: (key in the stored scores, heading), beam 3 unless "greedy_".
 DEFAULT_MODEL_COLUMNS = (
     ("bleu4", "BLEU-4"), ("grounding", "grounding"), ("hallucination", "halluc."), ("relation_probe_left", "left"),

@@ -15,7 +15,14 @@ from captionlib.checkpoint import load_model
 from captionlib.config import Config, ModelConfig
 from captionlib.decoding import beam_search, beam_search_one_image, greedy_decode
 from captionlib.train import train
-from captionlib.transformer import MATCHED_WIDTHS, MultiHeadAttention, RecomputingDecoder, TransformerDecoder, grid_encoding, scaled_dot_product_attention
+from captionlib.transformer import (
+    MATCHED_WIDTHS,
+    MultiHeadAttention,
+    RecomputingDecoder,
+    TransformerDecoder,
+    grid_encoding,
+    scaled_dot_product_attention,
+)
 
 V = 38  # the shapes world's vocabulary
 
