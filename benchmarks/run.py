@@ -402,7 +402,7 @@ def bench_transformer(sizes: Sizes) -> Iterator[Metric]:
     V, P, D = 38, book.model.grid_size**2, book.model.encoder_channels + 2
     generator = torch.Generator().manual_seed(sizes.seed)
     annotations = torch.randn(images, P, D, generator=generator)  # (B, P, D)
-    lengths = torch.randint(11, 17, (images * 5,), generator=generator)  # (N,) shapes captions: 9-15 words + <start> <end>
+    lengths = torch.randint(11, 18, (images * 5,), generator=generator)  # (N,) shapes captions: 9-15 words + <start> <end>
     captions = torch.randint(len(SPECIALS), V, (images * 5, int(lengths.max())), generator=generator)  # (N, L)
     captions[:, 0] = Vocabulary.start_id
     image_of_caption = torch.arange(images).repeat_interleave(5)  # (N,)

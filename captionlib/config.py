@@ -51,7 +51,7 @@ class ModelConfig:
     beta_gate: bool = True  # the gate β_t on the context (§4.2.1)
     deep_output: bool = True  # the deep output layer, eq. 7; off: the logits are a linear map of h_t
     # "lstm": the paper's decoder (attention, beta_gate, deep_output, decoder_dim, attention_dim apply); "transformer":
-    # a Transformer decoder (chapter 14) of the fields below, whose cross-attention is its (soft) attention
+    # a Transformer decoder (chapter 13) of the fields below, whose cross-attention is its (soft) attention
     decoder: str = "lstm"
     # Sized to the LSTM decoder's parameters (618K on the shapes world; tests/test_transformer.py): 2 layers of 136 have
     # 1.2% more, 1 layer of 192 2.5% more, 4 of 96 0.1% fewer (ff_dim = 4 d_model, as in Vaswani et al.).

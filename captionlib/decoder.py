@@ -30,9 +30,11 @@ def captions_per_image(
     captions: torch.Tensor,  # (N, L)
     image_of_caption: torch.Tensor | None,  # (N,), None when N == B
 ) -> tuple[torch.Tensor, int]:
-    """The annotations each caption attends to, and k, the captions per image: when the captions come image by image,
-    k per image, an image's k captions share its annotations (as beam search's k hypotheses do); otherwise, e.g. COCO's
-    5 to 7 captions per image, each caption gets a copy of its image's annotations (N, P, D) and k = 1."""
+    """The annotations the captions attend to, and k, the captions per image (shared, as beam search's k hypotheses do).
+
+    Captions that come image by image, k per image, share their image's annotations; otherwise (e.g. COCO's 5 to 7
+    captions per image) each caption gets a copy of its image's annotations, (N, P, D), and k = 1.
+    """
     N, B = captions.size(0), annotations.size(0)
     if image_of_caption is None:
         image_of_caption = torch.arange(N, device=captions.device)  # (N,) one caption per image

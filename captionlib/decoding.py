@@ -38,8 +38,8 @@ def greedy_decode(decoder: Decoder, annotations: torch.Tensor, max_len: int) -> 
     B, P, _ = annotations.shape
     if B == 0 or max_len <= 0:  # nothing to decode: empty captions that did not finish, as beam_search returns
         return [Caption([], torch.zeros(0, P), 0.0, False) for _ in range(B)]
-    projected = decoder.project(annotations)  # (B, P, A)
-    state = decoder.init_state(annotations)  # (B, n) x 2
+    projected = decoder.project(annotations)  # what attention needs of each image, e.g. W_a a (B, P, A)
+    state = decoder.init_state(annotations)  # (h, c), (B, n) each, or an empty key/value cache
     words = torch.full((B,), Vocabulary.start_id, dtype=torch.long, device=annotations.device)  # (B,)
     ended = torch.zeros(B, dtype=torch.bool, device=annotations.device)  # (B,) has produced <end>
     chosen, maps, logps = [], [], []
@@ -77,13 +77,13 @@ def beam_search(
     _check_beam_size(k, V)
     if B == 0:
         return []
-    projected = decoder.project(annotations)  # (B, P, A)  once per image
+    projected = decoder.project(annotations)  # e.g. W_a a (B, P, A), once per image
     # The b images still searching are images[searching], each with w hypotheses: row i*w + j of every tensor
     # below is hypothesis j of the i-th of them, and they all share their image's annotations. At t = 0 an
     # image has one hypothesis, <start> (w = 1); from t = 1 on it keeps k (w = k).
     searching = torch.arange(B, device=device)  # (b,)
     width = 1  # w
-    state = decoder.init_state(annotations)  # (bw, n) each
+    state = decoder.init_state(annotations)  # (h, c), (bw, n) each, or an empty key/value cache
     words = torch.full((B,), Vocabulary.start_id, dtype=torch.long, device=device)  # (bw,)
     scores = torch.zeros(B, 1, device=device)  # (b, w) log p of each hypothesis
     history = torch.zeros(B, 0, dtype=torch.long, device=device)  # (bw, t) words so far
@@ -147,7 +147,7 @@ def beam_search_one_image(
     k, V, device = beam_size, decoder.vocab_size, annotations.device
     _check_beam_size(k, V)
     annotations = annotations.unsqueeze(0)  # (1, P, D)
-    projected = decoder.project(annotations)  # (1, P, A)
+    projected = decoder.project(annotations)  # e.g. W_a a (1, P, A)
     state = decoder.init_state(annotations)  # (h, c), (1, n) each, or an empty key/value cache
     beams = [(0.0, [], [])]  # (log p, words, α maps) — a single live hypothesis at t = 0
     finished: list[tuple[float, float, list[int], list[torch.Tensor]]] = []

@@ -12,7 +12,7 @@ from .transformer import TransformerDecoder
 
 
 class CaptionModel(nn.Module):
-    """Show, Attend and Tell: Encoder -> Decoder with soft, hard or no attention (or a Transformer decoder, chapter 14)."""
+    """Show, Attend and Tell: Encoder -> Decoder with soft, hard or no attention (or a Transformer decoder, chapter 13)."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, load_weights: bool = True):
         super().__init__()

@@ -1,4 +1,4 @@
-"""A Transformer decoder over the same annotations (Vaswani et al., 2017; chapter 14): masked self-attention replaces the
+"""A Transformer decoder over the same annotations (Vaswani et al., 2017; chapter 13): masked self-attention replaces the
 LSTM's recurrence, multi-head scaled dot-product cross-attention over the P cells replaces eq. 4's additive attention.
 
 It keeps the LSTM decoder's interface (decoder.Decoder), so training, greedy and beam search, evaluation and the
@@ -94,12 +94,15 @@ class DecoderLayer(nn.Module):
         y = self.norm_self(x)  # (R, T, d_model)
         keys, values = self.self_attention.keys_values(y)  # (R, h, T, d_head) each
         if past is not None:  # decoding: the earlier words' keys and values, computed at their own steps
+            past = past[0].to(keys.dtype), past[1].to(values.dtype)  # an empty float32 cache meets bfloat16 keys under autocast
             keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)  # (R, h, t + T, d_head)
         attended, _ = self.self_attention(y, keys, values, causal)  # (R, T, d_model)
         x = x + self.dropout(attended)
         # Cross-attention: the k rows of an image are k·T queries of that one image, so its cells are not copied k times.
         R, T, d = x.shape
         B, h, P, _ = cells[0].shape
+        if R % B:
+            raise ValueError(f"{R} rows of words for {B} images: each image must have the same number of rows")
         attended, weights = self.cross_attention(self.norm_cross(x).reshape(B, -1, d), *cells)  # (B, kT, d), (B, h, kT, P)
         x = x + self.dropout(attended.reshape(R, T, d))
         weights = weights.view(B, h, R // B, T, P).transpose(1, 2).reshape(R, h, T, P)  # (R, h, T, P)
@@ -115,8 +118,7 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def grid_encoding(side: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
-    """2-D positions of the side × side cells: a row sinusoid in the first dim/2 channels, a column one in the rest
-    (as DETR does; chapter 09's (x, y) per cell is the 2-channel version) -> (P, dim), cell p = row * side + col."""
+    """2-D positions of side × side cells, a row sinusoid then a column one (as DETR; chapter 09's (x, y)) -> (P, dim)."""
     index = torch.arange(side, device=device)  # (side,)
     rows = sinusoid(index, dim // 2).repeat_interleave(side, dim=0)  # (P, dim/2) the same for a whole row
     cols = sinusoid(index, dim // 2).repeat(side, 1)  # (P, dim/2)
@@ -124,16 +126,16 @@ def grid_encoding(side: int, dim: int, device: torch.device | None = None) -> to
 
 
 class TransformerDecoder(nn.Module):
-    """N pre-norm layers of masked self-attention, cross-attention over the cells and a feed-forward block; then the
-    logits. α, for the penalty, grounding and the explorer, is the cross-attention averaged over layers and heads."""
+    """Pre-norm layers of masked self-attention, cross-attention over the cells and a feed-forward block, then logits."""
 
     def __init__(self, vocab_size: int, encoder_dim: int, cfg: ModelConfig):
         super().__init__()
         d = cfg.d_model
         self.vocab_size, self.d_model, self.heads = vocab_size, d, cfg.heads
         self.embedding = nn.Embedding(vocab_size, d)  # E, scaled by √d_model (Vaswani et al., §3.4)
-        # Drawn with standard deviation 1/√d_model, so that scaled they have unit variance, the scale of the sinusoids:
-        # nn.Embedding's N(0, 1) times √d_model would drown the word positions (about 12 to 1 at d_model = 136).
+        # Drawn with standard deviation 1/√d_model, so that scaled they start at unit variance, the sinusoids' scale:
+        # nn.Embedding's N(0, 1) times √d_model drowned the word positions (12 to 1 at d_model = 136; README). The
+        # scaling then only makes Adam's steps on E √d_model times larger relative to E, as in Vaswani et al.
         nn.init.normal_(self.embedding.weight, std=d**-0.5)
         self.cells = nn.Linear(encoder_dim, d)  # the annotations a_i (D) -> d_model
         self.grid_positions = cfg.cell_positions  # add grid_encoding to the cells; without it, cross-attention cannot tell where a cell lies
@@ -153,7 +155,10 @@ class TransformerDecoder(nn.Module):
         B, P, _ = annotations.shape
         cells = self.cells(annotations)  # (B, P, d_model)
         if self.grid_positions:
-            cells = cells + grid_encoding(math.isqrt(P), self.d_model, annotations.device).to(cells.dtype)  # (B, P, d_model)
+            side = math.isqrt(P)
+            if side * side != P:
+                raise ValueError(f"{P} cells are not a square grid: model.cell_positions needs grid_size x grid_size cells")
+            cells = cells + grid_encoding(side, self.d_model, annotations.device).to(cells.dtype)  # (B, P, d_model)
         cells = self.dropout(cells)
         return torch.stack([torch.stack(layer.cross_attention.keys_values(cells), dim=1) for layer in self.layers], dim=1)
 
@@ -170,13 +175,14 @@ class TransformerDecoder(nn.Module):
         annotations: torch.Tensor,  # (B, P, D), unused: the cells are in `projected`
         projected: torch.Tensor,  # (B, layers, 2, h, P, d_head) from project()
     ) -> tuple[torch.Tensor, Cache, torch.Tensor]:
-        """One word with the cache: only the new word's query, key and value are computed -> logits (R, K), cache, α_t (R, P)."""
+        """One word with the cache: only the new word's query, key and value are computed -> logits (R, V), cache, α_t (R, P)."""
         x = self.embed(prev_words.unsqueeze(1), start=state[0].size(3))  # (R, 1, d_model)
         keys, values, maps = [], [], []
         for i, layer in enumerate(self.layers):
-            x, weights, (k, v) = layer(x, projected[:, i].unbind(1), (state[0][:, i], state[1][:, i]))  # no mask: the past only
-            keys.append(k), values.append(v), maps.append(weights)
-        logits = self.out(self.norm(x)).squeeze(1)  # (R, K)
+            past = (state[0][:, i], state[1][:, i])  # this layer's keys and values of words 1..t-1; no mask: all are past
+            x, weights, (layer_keys, layer_values) = layer(x, projected[:, i].unbind(1), past)  # (R, 1, d_model), (R, h, 1, P)
+            keys.append(layer_keys), values.append(layer_values), maps.append(weights)
+        logits = self.out(self.norm(x)).squeeze(1)  # (R, V)
         alpha = torch.stack(maps, dim=1).mean(dim=(1, 2)).squeeze(1)  # (R, P) over layers and heads
         return logits, (torch.stack(keys, dim=1), torch.stack(values, dim=1)), alpha
 
@@ -187,7 +193,7 @@ class TransformerDecoder(nn.Module):
         lengths: torch.Tensor,  # (N,)
         image_of_caption: torch.Tensor | None = None,  # (N,)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing in one pass -> logits (N, T, K) and every layer's and head's cross-attention (N, layers, h, T, P)."""
+        """Teacher forcing in one pass -> logits (N, T, V) and every layer's and head's cross-attention (N, layers, h, T, P)."""
         annotations, k = captions_per_image(annotations, captions, image_of_caption)  # (B, P, D), k captions per image
         T = int(lengths.max()) - 1  # predictions of the longest caption
         causal = torch.ones(T, T, dtype=torch.bool, device=captions.device).tril()  # (T, T) word t sees words 1..t
@@ -197,7 +203,7 @@ class TransformerDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             x, weights, _ = layer(x, projected[:, i].unbind(1), causal=causal)  # (N, T, d_model), (N, h, T, P)
             maps.append(weights)
-        return self.out(self.norm(x)), torch.stack(maps, dim=1)  # (N, T, K), (N, layers, h, T, P)
+        return self.out(self.norm(x)), torch.stack(maps, dim=1)  # (N, T, V), (N, layers, h, T, P)
 
     def forward(
         self,
@@ -207,27 +213,26 @@ class TransformerDecoder(nn.Module):
         image_of_caption: torch.Tensor | None = None,  # (N,)
         sample_locations: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """Teacher forcing, as Decoder.forward: logits (N, T, K) and α (N, T, P), both zero past each caption's end."""
+        """Teacher forcing, as Decoder.forward: logits (N, T, V) and α (N, T, P), both zero past each caption's end."""
         if sample_locations:
             raise ValueError("sample_locations=True samples hard attention's locations; the Transformer decoder's attention is soft")
-        logits, maps = self.attention_maps(annotations, captions, lengths, image_of_caption)  # (N, T, K), (N, layers, h, T, P)
+        logits, maps = self.attention_maps(annotations, captions, lengths, image_of_caption)  # (N, T, V), (N, layers, h, T, P)
         live = (torch.arange(logits.size(1), device=lengths.device) < (lengths - 1).unsqueeze(1)).unsqueeze(2)  # (N, T, 1)
-        return logits * live, maps.mean(dim=(1, 2)) * live, None  # (N, T, K), (N, T, P)
+        return logits * live, maps.mean(dim=(1, 2)) * live, None  # (N, T, V), (N, T, P)
 
 
 class RecomputingDecoder(nn.Module):
-    """The decoder without a key/value cache: each step runs the whole prefix again and keeps its last position.
+    """The decoder without a key/value cache, its state the words so far: the reference the cache is tested against."""
 
-    The state is the words so far (R, t), so greedy and beam search run it unchanged. It computes what
-    TransformerDecoder.step computes (tests/test_transformer.py), t times over: the reference the cache is tested
-    against, and the baseline of its benchmark.
-    """
+    # Each step runs the whole prefix again and keeps the last position: what TransformerDecoder.step computes
+    # (tests/test_transformer.py), t times over; greedy and beam search run it unchanged, and the benchmark times it.
 
     def __init__(self, decoder: TransformerDecoder):
         super().__init__()
         self.decoder, self.vocab_size = decoder, decoder.vocab_size
 
     def project(self, annotations: torch.Tensor) -> torch.Tensor:
+        """The decoder's own: every layer's keys and values of the cells, (B, layers, 2, h, P, d_head)."""
         return self.decoder.project(annotations)  # (B, layers, 2, h, P, d_head)
 
     def init_state(self, annotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,8 +240,8 @@ class RecomputingDecoder(nn.Module):
         empty = torch.zeros(annotations.size(0), 0, dtype=torch.long, device=annotations.device)
         return empty, empty
 
-    def step(self, prev_words, state, annotations, projected):
-        """The whole prefix y_0 .. y_{t-1} through every layer, causally masked -> logits (R, K), the prefix, α_t (R, P)."""
+    def step(self, prev_words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], annotations: torch.Tensor, projected: torch.Tensor):
+        """The whole prefix y_0 .. y_{t-1} through every layer, causally masked -> logits (R, V), the prefix, α_t (R, P)."""
         words = torch.cat([state[0], prev_words.unsqueeze(1)], dim=1)  # (R, t)
         T = words.size(1)
         causal = torch.ones(T, T, dtype=torch.bool, device=words.device).tril()  # (t, t)
@@ -245,5 +250,5 @@ class RecomputingDecoder(nn.Module):
         for i, layer in enumerate(self.decoder.layers):
             x, weights, _ = layer(x, projected[:, i].unbind(1), causal=causal)  # (R, t, d_model), (R, h, t, P)
             maps.append(weights[:, :, -1])  # (R, h, P) the newest word's
-        logits = self.decoder.out(self.decoder.norm(x[:, -1]))  # (R, K)
-        return logits, (words, state[1]), torch.stack(maps, dim=1).mean(dim=(1, 2))  # (R, K), _, (R, P)
+        logits = self.decoder.out(self.decoder.norm(x[:, -1]))  # (R, V)
+        return logits, (words, state[1]), torch.stack(maps, dim=1).mean(dim=(1, 2))  # (R, V), _, (R, P)

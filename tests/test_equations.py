@@ -69,6 +69,10 @@ def test_every_equation_the_map_names_is_the_papers_equation_of_that_number(numb
     assert any(contains(row, n) for n in numbers if n in PAPER_EQUATIONS), f"{row.strip()}: not the paper's eq. {numbers}"
 
 
+def test_the_map_has_rows_to_check():
+    assert len(map_rows()) >= 15  # a parsing slip that found none would leave the test above with nothing to check
+
+
 def test_chapter_11_labels_each_display_with_the_papers_number():
     displays = chapter_11_displays()
     assert [number for number, _ in displays] == [8, 9, 10, 11, 12]  # the final learning rule is unnumbered

@@ -106,6 +106,17 @@ def test_the_cache_gives_the_captions_and_scores_of_recomputing_the_prefix(beam_
         torch.testing.assert_close(a.alphas, b.alphas)
 
 
+def test_an_images_captions_attending_together_equal_each_caption_with_a_copy_of_its_image():
+    """The k captions of an image are k·T queries of that image in cross-attention: the same as copying its cells k times."""
+    decoder, annotations = transformer(), torch.randn(2, 9, 10)
+    words, lengths = captions()
+    owners = torch.tensor([0, 0, 1, 1])
+    together, alphas_together, _ = decoder(annotations, words, lengths, owners)  # k = 2 rows per image
+    copied, alphas_copied, _ = decoder(annotations[owners], words, lengths)  # one image copy per caption
+    torch.testing.assert_close(together, copied)
+    torch.testing.assert_close(alphas_together, alphas_copied)
+
+
 def test_batched_beam_search_is_the_one_image_search_for_the_transformer_too():
     decoder, annotations = transformer(), torch.randn(4, 9, 10)
     batched = beam_search(decoder, annotations, 3, 12)
@@ -134,8 +145,8 @@ def test_grid_encoding_gives_every_cell_its_own_code_and_neighbours_similar_ones
 
 
 @pytest.mark.parametrize(("layers", "d_model"), list(MATCHED_WIDTHS.items()))
-def test_the_transformer_sizes_match_the_lstm_decoders_parameters_within_ten_percent(layers, d_model):
-    """config.py's sizes: each layer count at the width whose parameter count is the book's LSTM decoder's (±10%)."""
+def test_the_transformer_sizes_match_the_lstm_decoders_parameters_within_three_percent(layers, d_model):
+    """transformer.MATCHED_WIDTHS: each layer count at the width whose parameter count is the book's LSTM decoder's."""
     lstm = CaptionModel(Config().model, V).decoder
     cfg = dataclasses.replace(Config().model, decoder="transformer", layers=layers, d_model=d_model, ff_dim=4 * d_model)
     ours = CaptionModel(cfg, V).decoder
