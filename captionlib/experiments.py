@@ -52,8 +52,7 @@ PAPER_LAMBDA = 0.025
 # The Transformer rows: the fields the recipe shapes_transformer changes (the decoder, dropout 0.1, rate 3e-3, measured
 # for it at the book's budget, seed 0: 3e-3 and 1e-3 both learned, 6e-3 less), at the width whose parameter count
 # matches the budget's LSTM decoder (variant_config; transformer.WIDTH_FOR_LSTM).
-TRANSFORMER = {f"{section}.{name}": value for (section, name), _, value in
-               ((dotted.split("."), old, new) for dotted, old, new in changed_fields(Config().to_dict(), load_config("shapes_transformer").to_dict()))}  # fmt: skip
+TRANSFORMER = {dotted: new for dotted, _, new in changed_fields(Config().to_dict(), load_config("shapes_transformer").to_dict())}
 
 # name -> the config fields it changes from the book's model ("soft": none; its λ is 0). "hard" is scored twice, once
 # per decoding.
