@@ -149,6 +149,7 @@ def store_run(variant: str, seed: int, budget_name: str, coco: bool) -> list[dic
     cfg = variant_config(variant, seed, budget)
     best = run_dir(cfg) / "best.pt"
     history = load_checkpoint(best.parent / "last.pt")["history"]
+    stored_at = provenance()  # this run's own: a grid keeps fresh runs stored at earlier commits
     records = []
     for decode_at in decodings(variant):
         scores = run_scores(best, decode_at, coco)
@@ -158,7 +159,7 @@ def store_run(variant: str, seed: int, budget_name: str, coco: bool) -> list[dic
             "attention": attention_statistics(best, scores["bleu4"]) if decode_at == "expected" else None,
             "history": history, "config": cfg.to_dict(),
             "precision": str(autocast_dtype(cfg, torch.device("cpu")) or torch.float32).removeprefix("torch."),
-            "threads": 1, "minutes": scores["train_minutes"],
+            "threads": 1, "minutes": scores["train_minutes"], "provenance": stored_at,
         })  # fmt: skip
     if variant in STORED_CHECKPOINTS:
         (RESULTS / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -209,10 +210,20 @@ def stored_grid(budget: str = "small") -> StoredGrid:
     return StoredGrid(budget, json.loads(path.read_text()))
 
 
+def current_fingerprints() -> dict[str, list[float]]:
+    """Every variant's fingerprint as the current code computes it."""
+    return {v: fingerprint(v) for v in VARIANTS}
+
+
+def fresh_variants(stored: dict[str, list[float]], current: dict[str, list[float]]) -> set[str]:
+    """The variants whose stored fingerprint the current code reproduces: their stored runs are still its results."""
+    return {v for v in current if v in stored and same_fingerprint(stored[v], current[v])}
+
+
 def stale_variants(grid: StoredGrid) -> list[str]:
     """The variants whose stored fingerprint the current code no longer reproduces (or that are not stored at all)."""
-    stored = grid.data.get("fingerprints", {})
-    return [v for v in VARIANTS if v not in stored or not same_fingerprint(stored[v], fingerprint(v))]
+    fresh = fresh_variants(grid.data.get("fingerprints", {}), current_fingerprints())
+    return [v for v in VARIANTS if v not in fresh]
 
 
 def store_grid(budget_name: str, seeds: tuple[int, ...], log=print, workers: int = 2) -> Path:
@@ -221,8 +232,8 @@ def store_grid(budget_name: str, seeds: tuple[int, ...], log=print, workers: int
 
     coco = java_available()
     old = stored_grid(budget_name).data if grid_file(budget_name).exists() else {"runs": [], "fingerprints": {}}
-    current = {v: fingerprint(v) for v in VARIANTS}
-    fresh = {v for v in VARIANTS if v in old["fingerprints"] and same_fingerprint(old["fingerprints"][v], current[v])}
+    current = current_fingerprints()
+    fresh = fresh_variants(old["fingerprints"], current)
     kept = [r for r in old["runs"] if r["variant"] in fresh and r["seed"] in seeds]
     have = {(r["variant"], r["seed"]) for r in kept}
     todo = [v for v in VARIANTS if any((v, seed) not in have for seed in seeds)]
@@ -238,6 +249,7 @@ def store_grid(budget_name: str, seeds: tuple[int, ...], log=print, workers: int
     runs.sort(key=lambda r: (order[r["variant"]], r["decode_at"] != "expected", r["seed"]))
     data = {"budget": budget_name, "budget_fields": BUDGETS[budget_name], "variants": VARIANTS, "seeds": list(seeds),
             "coco_metrics": coco, "fingerprints": current, "provenance": provenance(), "runs": runs}  # fmt: skip
+    # The grid's provenance is this store's; each run stored since per-run provenance carries its own too.
     spot = old.get("spot_check")  # kept while every row it retrained is still fresh; `--spot-check` redoes it
     if spot and set(spot["rows"]) <= {row_name(v, how) for v in fresh for how in decodings(v)}:
         data["spot_check"] = spot
@@ -294,6 +306,8 @@ def stored_default_model() -> list[dict]:
 
 def stored_book_model() -> dict:
     """The stored run that is the book's model (pretrained.STORED_MODEL): its precision, seed, scores and history."""
+    if not STORED_MODEL.exists():  # shapes_checkpoint() would train one; a chapter compares these scores with it
+        raise FileNotFoundError(f"{STORED_MODEL}: absent, so the chapters caption with a model trained here, not the book's")
     data = json.loads((RESULTS / "default-model.json").read_text())
     book = data["book_model"]
     if RESULTS.parent / book["file"] != STORED_MODEL:

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from .config import ModelConfig
 from .decoder import captions_per_image
+from .loss import real_words
 
 # Widths at which a Transformer decoder of 1, 2 or 4 layers (ff_dim = 4 d_model) has the parameter count of the book's
 # LSTM decoder on the shapes world, within 3% (tests/test_transformer.py); 2 layers of 136 is ModelConfig's default.
@@ -196,9 +197,17 @@ class TransformerDecoder(nn.Module):
         """Teacher forcing in one pass -> logits (N, T, V) and every layer's and head's cross-attention (N, layers, h, T, P)."""
         annotations, k = captions_per_image(annotations, captions, image_of_caption)  # (B, P, D), k captions per image
         T = int(lengths.max()) - 1  # predictions of the longest caption
-        causal = torch.ones(T, T, dtype=torch.bool, device=captions.device).tril()  # (T, T) word t sees words 1..t
-        x = self.embed(captions[:, :T], start=0)  # (N, T, d_model)
-        projected = self.project(annotations)  # (B, layers, 2, h, P, d_head)
+        x = self.embed(captions[:, :T], start=0)  # (N, T, d_model); embedded before the cells: dropout's draws keep their order
+        return self.run_layers(x, self.project(annotations))  # (N, T, V), (N, layers, h, T, P)
+
+    def run_layers(
+        self,
+        x: torch.Tensor,  # (N, T, d_model) embedded words y_0 .. y_{T-1}, k rows per image, image by image
+        projected: torch.Tensor,  # (B, layers, 2, h, P, d_head) from project()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every position at once, causally masked -> logits (N, T, V) and every layer's and head's cross-attention (N, layers, h, T, P)."""
+        T = x.size(1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T) word t sees words 1..t
         maps = []
         for i, layer in enumerate(self.layers):
             x, weights, _ = layer(x, projected[:, i].unbind(1), causal=causal)  # (N, T, d_model), (N, h, T, P)
@@ -217,7 +226,7 @@ class TransformerDecoder(nn.Module):
         if sample_locations:
             raise ValueError("sample_locations=True samples hard attention's locations; the Transformer decoder's attention is soft")
         logits, maps = self.attention_maps(annotations, captions, lengths, image_of_caption)  # (N, T, V), (N, layers, h, T, P)
-        live = (torch.arange(logits.size(1), device=lengths.device) < (lengths - 1).unsqueeze(1)).unsqueeze(2)  # (N, T, 1)
+        live = real_words(lengths, logits.size(1)).unsqueeze(2)  # (N, T, 1)
         return logits * live, maps.mean(dim=(1, 2)) * live, None  # (N, T, V), (N, T, P)
 
 
@@ -243,12 +252,6 @@ class RecomputingDecoder(nn.Module):
     def step(self, prev_words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], annotations: torch.Tensor, projected: torch.Tensor):
         """The whole prefix y_0 .. y_{t-1} through every layer, causally masked -> logits (R, V), the prefix, α_t (R, P)."""
         words = torch.cat([state[0], prev_words.unsqueeze(1)], dim=1)  # (R, t)
-        T = words.size(1)
-        causal = torch.ones(T, T, dtype=torch.bool, device=words.device).tril()  # (t, t)
         x = self.decoder.embed(words, start=0)  # (R, t, d_model)
-        maps = []
-        for i, layer in enumerate(self.decoder.layers):
-            x, weights, _ = layer(x, projected[:, i].unbind(1), causal=causal)  # (R, t, d_model), (R, h, t, P)
-            maps.append(weights[:, :, -1])  # (R, h, P) the newest word's
-        logits = self.decoder.out(self.decoder.norm(x[:, -1]))  # (R, V)
-        return logits, (words, state[1]), torch.stack(maps, dim=1).mean(dim=(1, 2))  # (R, V), _, (R, P)
+        logits, maps = self.decoder.run_layers(x, projected)  # (R, t, V), (R, layers, h, t, P)
+        return logits[:, -1], (words, state[1]), maps[..., -1, :].mean(dim=(1, 2))  # (R, V), _, (R, P) the newest word's

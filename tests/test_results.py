@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from captionlib import experiments, results
 from captionlib.config import Config
@@ -64,6 +65,7 @@ def test_store_grid_trains_only_what_is_missing_or_stale(tmp_path, monkeypatch):
     assert set(grid.rows) == {"soft", "hard (expected)", "hard (argmax)"} and len(grid.rows["soft"]) == 2
     assert {"penalty", "effective_cells", "on_objects", "peak", "coverage_maps"} <= set(grid.rows["soft"][0])
     assert grid.checkpoint("hard", 1).exists() and len(grid.history("soft", 0)) == 1
+    assert all(run["provenance"]["torch"] == torch.__version__ for run in grid.data["runs"])  # each run carries its own
 
     results.store_grid("tiny", (0, 1), log=lambda _: None, workers=1)  # nothing stale: nothing trains
     assert trained == [("soft", "hard")] and results.stored_grid("tiny").data["runs"] == grid.data["runs"]
@@ -81,6 +83,13 @@ def test_a_missing_stored_grid_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "RESULTS", tmp_path)
     with pytest.raises(FileNotFoundError, match="grid-book.json: no stored grid of budget 'book'; `make results`"):
         results.stored_grid("book")
+
+
+def test_the_book_models_scores_need_the_book_model(tmp_path, monkeypatch):
+    """Without the stored checkpoint a chapter would caption with a freshly trained model: its stored scores say so."""
+    monkeypatch.setattr(results, "STORED_MODEL", tmp_path / "default-float32-seed0.pt")
+    with pytest.raises(FileNotFoundError, match="default-float32-seed0.pt: absent, so the chapters caption with a model trained here"):
+        results.stored_book_model()
 
 
 def test_the_readme_shows_the_stored_default_model_table():
