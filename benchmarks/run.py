@@ -5,7 +5,8 @@
     python benchmarks/run.py --quick         # small sizes, a smoke run of a few seconds
     python benchmarks/run.py --only beam     # one group (see BENCHMARKS at the bottom)
     python benchmarks/run.py --only book     # the book's shapes model: float32 vs bfloat16 autocast, one training step
-    python benchmarks/run.py --only transformer  # the Transformer decoder against the LSTM at the book's sizes (chapter 14)
+    python benchmarks/run.py --only transformer  # the Transformer decoder against the LSTM at the book's sizes (chapter 13)
+    python benchmarks/run.py --reference PATH  # also sgrvinod's tutorial from a checkout at PATH (benchmarks/reference.py)
     python benchmarks/run.py --threads 1     # on a CPU shared with other jobs (see README.md)
     python benchmarks/run.py --only gpu      # on a CUDA GPU: mixed precision on/off, beam search (in the default run there)
 
@@ -434,6 +435,66 @@ def bench_transformer(sizes: Sizes) -> Iterator[Metric]:
     yield metric("transformer_cache_identical", identical, note="greedy and beam 3 give the same tokens with the cache as recomputing the prefix")
 
 
+def bench_reference(sizes: Sizes, path: Path | None = None) -> Iterator[Metric]:
+    """captionlib against sgrvinod's tutorial (benchmarks/reference.py), same sizes, weights of the same seed, one run:
+    a training step of each decoder, and beam search at k = 5 for the same number of steps."""
+    if path is None:
+        yield metric("reference", "skipped", note="pass --reference PATH, a checkout of sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning")
+        return
+    import reference  # benchmarks/reference.py, beside this file
+
+    models, caption = reference.load(path)
+    reference.image_reader(caption, sizes.seed)
+    annotations = random_annotations(sizes, sizes.batch)  # (N, P, D)
+    captions, lengths = random_captions(sizes)  # (N, L), (N,)
+    torch.manual_seed(sizes.seed)
+    theirs = models.DecoderWithAttention(sizes.dim, sizes.dim, sizes.dim, sizes.vocab, sizes.encoder_dim).train()
+    ours = random_decoder(sizes).train()
+    no_amp = torch.amp.GradScaler("cpu", enabled=False)
+    seconds, _ = median_seconds(
+        {
+            "ours": partial(train_step, ours, torch.optim.Adam(ours.parameters(), lr=4e-4), no_amp, (annotations, captions, lengths)),
+            "theirs": partial(reference.train_step, theirs, torch.optim.Adam(theirs.parameters(), lr=4e-4), annotations, captions, lengths),
+        },
+        sizes.reps,
+    )
+    yield metric("reference_train_captions_per_s", sizes.batch / seconds["theirs"], "captions/s", f"sgrvinod's decoder and train() step, batch {sizes.batch}")
+    yield metric("train_speedup_vs_reference", seconds["theirs"] / seconds["ours"], "x",
+                 f"captionlib {sizes.batch / seconds['ours']:.2f} captions/s: forward, loss, backward, clipping, Adam", target_min=4.0)  # fmt: skip
+
+    # Beam search, k = 5. caption.py stops at 51 steps or when every hypothesis has ended. With <end>'s output bias at
+    # -10^4 in both decoders none ends, so both searches run the same 51 steps with 5 live hypotheses an image
+    # (captionlib: max_len 51). The tutorial then has no finished caption to return and raises ValueError: expected,
+    # after all its work is done.
+    steps, images = 51, annotations[: sizes.beam_images]  # (B, P, D)
+    word_map = {f"w{i}": i for i in range(sizes.vocab)}  # caption.py reads only <start>, <end> and the size
+    word_map["<start>"], word_map["<end>"] = word_map.pop(f"w{Vocabulary.start_id}"), word_map.pop(f"w{Vocabulary.end_id}")
+    encoder = reference.FixedEncoder()
+
+    def their_search() -> int:
+        """caption_image_beam_search on each image -> how many images ended no hypothesis (all, expected)."""
+        unfinished = 0
+        for image in images:
+            encoder.annotations = image  # (P, D)
+            try:
+                caption.caption_image_beam_search(encoder, theirs, "unread.jpg", word_map, beam_size=5)
+            except ValueError as error:  # max() of its empty list of finished captions
+                if "empty" not in str(error):
+                    raise
+                unfinished += 1
+        return unfinished
+
+    theirs.eval(), ours.eval()
+    with torch.no_grad():  # the tutorial's scripts build autograd graphs while decoding; spared here
+        theirs.fc.bias[Vocabulary.end_id] = ours.L_o.bias[Vocabulary.end_id] = -1e4
+        seconds, results = median_seconds({"ours": partial(beam_search, ours, images, 5, steps), "theirs": their_search}, sizes.reps)
+    assert results["theirs"] == len(images) and not any(c.finished for c in results["ours"]), "a hypothesis ended: unequal work"
+    yield metric("reference_beam_images_per_s_k5", len(images) / seconds["theirs"], "images/s",
+                 f"caption_image_beam_search, one image at a time, {steps} steps (the encoder not timed)")  # fmt: skip
+    yield metric("beam_speedup_vs_reference_k5", seconds["theirs"] / seconds["ours"], "x",
+                 f"captionlib's batched search, {len(images)} images: {len(images) / seconds['ours']:.2f} images/s, {steps} steps each", target_min=15.0)  # fmt: skip
+
+
 BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "book": bench_book_model,
     "train": bench_train,
@@ -441,6 +502,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "beam": bench_beam,
     "cache": bench_feature_cache,
     "transformer": bench_transformer,
+    "reference": bench_reference,  # sgrvinod's tutorial, with --reference PATH; otherwise one line says it was skipped
     "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
 }
 
@@ -457,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one group of benchmarks")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--reference", type=Path, metavar="PATH", help="a checkout of sgrvinod's tutorial to compare with")
     args = parser.parse_args(argv)
+    BENCHMARKS["reference"] = partial(bench_reference, path=args.reference)
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else Sizes()

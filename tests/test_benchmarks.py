@@ -35,6 +35,7 @@ def test_quick_run_prints_every_metric_as_json():
     rows = run_quick()
     assert TRAIN | BEAM | TRANSFORMER | {"book_train_bf16_speedup", "peak_rss_mb", "torch_threads"} <= set(rows)
     assert rows["torch_threads"]["value"] == 1
+    assert rows.pop("reference")["value"] == "skipped"  # sgrvinod's tutorial is compared only with --reference PATH
     assert rows["beam_identical"]["value"] is True and rows["transformer_cache_identical"]["value"] is True
     for name, row in rows.items():
         if name not in ("beam_identical", "transformer_cache_identical", "torch_threads", "book_train_bf16_speedup"):
@@ -67,3 +68,18 @@ def test_profile_beam_times_every_matrix_product_of_a_step():
     step_products = ["attention.W_h", "attention.w", "f_beta", "lstm.weight_ih", "lstm.weight_hh", "L_h", "L_z", "L_o"]
     assert sorted(named[:-1]) == sorted(step_products), done.stdout
     assert done.stdout.splitlines()[-1].strip().startswith("all of them  batching gains"), done.stdout
+
+
+def test_reference_group_names_what_it_needs(tmp_path):
+    """--reference takes a checkout of sgrvinod's tutorial; a folder without its files is one clear error."""
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        import reference
+    finally:
+        sys.path.remove(str(RUN.parent))
+    with pytest.raises(FileNotFoundError, match="models.py: not found; --reference takes a checkout of sgrvinod/"):
+        reference.load(tmp_path)
+    (tmp_path / "models.py").write_text("")
+    (tmp_path / "caption.py").write_text("k = 1\n")
+    with pytest.raises(ValueError, match="caption.py: expected the line 'prev_word_inds = top_k_words / vocab_size' once"):
+        reference.load(tmp_path)
