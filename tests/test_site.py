@@ -20,6 +20,7 @@ from browser_helpers import exercise_explorer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPLORER_PAGE = "notebooks/10_attention_explorer.html"
+TRANSFORMER_PAGE = "notebooks/13_from_attention_to_transformers.html"  # the Transformer's maps, by head
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # A page error of jupyter-book 1.0.4 itself on every page: sphinx-thebe's config script is included twice.
 KNOWN_PAGE_ERRORS = {"Identifier 'THEBE_JS_URL' has already been declared"}
@@ -62,14 +63,15 @@ def is_local(url: str) -> bool:
     return parsed.scheme in ("data", "blob") or parsed.hostname in LOCAL_HOSTS
 
 
-def test_explorer_works_without_kernel_or_network(browser, server):
+@pytest.mark.parametrize("path", [EXPLORER_PAGE, TRANSFORMER_PAGE])
+def test_explorer_works_without_kernel_or_network(browser, server, path):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     requests, page_errors, console_errors = [], [], []
     context.on("request", lambda request: requests.append(request.url))
     page = context.new_page()
     page.on("pageerror", lambda error: page_errors.append(str(error)))
     page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
-    page.goto(f"{server}/{EXPLORER_PAGE}", wait_until="load")
+    page.goto(f"{server}/{path}", wait_until="load")
     try:
         exercise_explorer(page)
         search_fields = page.locator("button.search-button-field >> visible=true").count()
