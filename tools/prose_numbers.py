@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NUMBER = re.compile(r"(?<![\w.\\^_{])(\d+(?:\.\d+)?)(%?)(?![\w.]?\d)")
+NUMBER = re.compile(r"(?<![A-Za-z]-)(?<![\w.\\^_{])(\d+(?:\.\d+)?)(%?)(?![\w.]?\d)")
 # References and labels, not measurements: "chapter 09", "eq. 4", "eqs. 1–3", "§4.2", "(8)", "Table 1", "seed 0", years.
 SKIP_BEFORE = re.compile(r"(chapters?|eqs?\.|equations?|§|table|figure|section|exercise|solution|seeds?|cell|step|layers?|"
                          r"epoch|threads?|k =|width|top|python|torch|version|arxiv:?|item)\s*[\d.,–\- and]*$", re.IGNORECASE)  # fmt: skip
