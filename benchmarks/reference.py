@@ -1,7 +1,9 @@
 """The field's reference tutorial, sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning, loaded from a snapshot on disk.
 
 benchmarks/run.py --reference PATH times its decoder (models.py) and its beam search (caption.py) beside captionlib's,
-at the same sizes, in the same process. Nothing of it is copied into this repository: PATH is a checkout of it, e.g.
+at the same sizes, in the same process. Its files are not copied into this repository (train_step below restates the
+few lines of its train() that a step runs); PATH is a checkout of it, and caption.py needs scikit-image, SciPy and
+matplotlib (the `book` extra), e.g.
 
     git clone https://github.com/sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning /tmp/sgrvinod
     python benchmarks/run.py --only reference --reference /tmp/sgrvinod
@@ -55,6 +57,7 @@ def load(root: Path) -> tuple[types.ModuleType, types.ModuleType]:
             del sys.modules["scipy.misc"]
         else:
             sys.modules["scipy.misc"] = saved
+    models.device = caption.device = torch.device("cpu")  # both pick CUDA where there is one; the benchmark is the CPU's
     return models, caption
 
 
@@ -72,7 +75,8 @@ class FixedEncoder(torch.nn.Module):
 
 
 def image_reader(caption: types.ModuleType, seed: int = 0) -> None:
-    """Give caption.py a fixed 256 x 256 picture for imread and PIL's resize for imresize: the image is not timed here."""
+    """Give caption.py a fixed 256 x 256 picture for imread and PIL's resize for imresize. Its search still normalises
+    the picture, about a millisecond an image, which is timed with it."""
     picture = np.random.default_rng(seed).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     caption.imread = lambda path: picture
     caption.imresize = lambda image, size: np.asarray(Image.fromarray(image).resize(size))

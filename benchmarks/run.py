@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import resource
 import statistics
@@ -435,14 +436,21 @@ def bench_transformer(sizes: Sizes) -> Iterator[Metric]:
     yield metric("transformer_cache_identical", identical, note="greedy and beam 3 give the same tokens with the cache as recomputing the prefix")
 
 
+def load_reference():
+    """benchmarks/reference.py, loaded by its path: run.py may itself be loaded by path, with another sys.path."""
+    spec = importlib.util.spec_from_file_location("benchmarks_reference", Path(__file__).with_name("reference.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def bench_reference(sizes: Sizes, path: Path | None = None) -> Iterator[Metric]:
     """captionlib against sgrvinod's tutorial (benchmarks/reference.py), same sizes, weights of the same seed, one run:
     a training step of each decoder, and beam search at k = 5 for the same number of steps."""
     if path is None:
         yield metric("reference", "skipped", note="pass --reference PATH, a checkout of sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning")
         return
-    import reference  # benchmarks/reference.py, beside this file
-
+    reference = load_reference()
     models, caption = reference.load(path)
     reference.image_reader(caption, sizes.seed)
     annotations = random_annotations(sizes, sizes.batch)  # (N, P, D)
@@ -521,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--reference", type=Path, metavar="PATH", help="a checkout of sgrvinod's tutorial to compare with")
     args = parser.parse_args(argv)
-    BENCHMARKS["reference"] = partial(bench_reference, path=args.reference)
+    groups = {**BENCHMARKS, "reference": partial(bench_reference, path=args.reference)}
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else Sizes()
@@ -543,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {'quick' if args.quick else 'full'} sizes\n")
         print("| metric | value | unit | target | note |\n|---|---|---|---|---|")
     for name in names:
-        for row in BENCHMARKS[name](sizes):
+        for row in groups[name](sizes):
             show(row)
     show(peak_rss_mb())  # after the benchmarks: it covers every one that ran
     show(metric("torch_threads", torch.get_num_threads(), "threads", "torch CPU threads used by every benchmark"))

