@@ -9,6 +9,7 @@
     python benchmarks/run.py --reference PATH  # also sgrvinod's tutorial from a checkout at PATH (benchmarks/reference.py)
     python benchmarks/run.py --threads 1     # on a CPU shared with other jobs (see README.md)
     python benchmarks/run.py --only gpu      # on a CUDA GPU: mixed precision on/off, beam search (in the default run there)
+    python benchmarks/run.py --only compile  # the default float32 training step, eager against torch.compile (minutes)
 
 Each benchmark is a small function that takes the Sizes and yields metric dicts; all of them use random
 weights and random features with a fixed seed (the encoder is not timed), so the run needs no data.
@@ -370,28 +371,33 @@ def bench_feature_cache(sizes: Sizes) -> Iterator[Metric]:
     yield metric("feature_cache_epoch_speedup", round(without / with_cache, 2), "x", "every epoch after the first")
 
 
-def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
-    """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU)."""
+def book_batch(sizes: Sizes) -> tuple[Config, int, tuple]:
+    """The book's default config, its vocabulary size and one batch of its training images with their 5 captions each."""
     book = Config()
-    if autocast_dtype(book, torch.device("cpu")) is None:
-        yield metric("book_train_bf16_speedup", 0.0, "x", "not measured: this CPU has no native bfloat16 (train.amp keeps float32 here)")
-        return
-    images = 8 if sizes == QUICK else book.train.batch_images  # one batch of the default size: 48 images, 5 captions each
+    images = 8 if sizes == QUICK else book.train.batch_images  # one batch of the default size: 48 images
     split = generate_split("train", images, ShapesConfig(seed=sizes.seed))
     vocab = Vocabulary.build(c for caps in split.captions for c in caps)
     batch = collate_grouped([split_dataset(split, vocab, book.model.image_size)[i] for i in range(images)])
+    return book, len(vocab), batch[:4]  # images, captions, lengths, image_of_caption
+
+
+def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
+    """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU)."""
+    if autocast_dtype(Config(), torch.device("cpu")) is None:
+        yield metric("book_train_bf16_speedup", 0.0, "x", "not measured: this CPU has no native bfloat16 (train.amp keeps float32 here)")
+        return
+    book, V, inputs = book_batch(sizes)
     models = {}
     for dtype in (None, torch.bfloat16):
         torch.manual_seed(sizes.seed)
-        models[dtype] = CaptionModel(book.model, len(vocab)).train()
+        models[dtype] = CaptionModel(book.model, V).train()
     optimizers = {dtype: torch.optim.Adam(m.parameters(), lr=book.train.lr) for dtype, m in models.items()}
     no_amp = torch.amp.GradScaler("cpu", enabled=False)  # bfloat16 needs no loss scaling
-    inputs = batch[:4]  # images, captions, lengths, image_of_caption
     seconds, _ = median_seconds(
         {dtype: partial(train_step, m, optimizers[dtype], no_amp, inputs, dtype, book.train.attention_lambda, book.train.grad_clip) for dtype, m in models.items()},
         max(sizes.reps, 5),
     )
-    note = f"{images} images x 5 captions, encoder + decoder + Adam: {seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16"
+    note = f"{inputs[0].size(0)} images x 5 captions, encoder + decoder + Adam: {seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16"
     yield metric("book_train_bf16_speedup", seconds[None] / seconds[torch.bfloat16], "x", note)
 
 
@@ -434,6 +440,38 @@ def bench_transformer(sizes: Sizes) -> Iterator[Metric]:
                      f"the LSTM {images / seconds['lstm']:.0f}")  # fmt: skip
         yield metric(f"transformer_vs_lstm_decoding_k{k}", seconds["lstm"] / seconds["cached"], "x", f"{how}: images/s of the cached Transformer over the LSTM's")
     yield metric("transformer_cache_identical", identical, note="greedy and beam 3 give the same tokens with the cache as recomputing the prefix")
+
+
+def bench_compile(sizes: Sizes) -> Iterator[Metric]:
+    """The book's default training step in float32, eager against torch.compile of its decoder: the step's speed-up
+    and the compile time it costs (the first step), from the same weights, taking turns. Run with --only compile."""
+    book, V, inputs = book_batch(sizes)
+    models, optimizers = {}, {}
+    for name in ("eager", "compiled"):
+        torch.manual_seed(sizes.seed)
+        models[name] = CaptionModel(book.model, V).train()
+        optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=book.train.lr)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.force_disable_caches = True  # a first run's compile, not one read from an earlier run's cache
+    try:
+        models["compiled"].decoder = torch.compile(models["compiled"].decoder)
+    except Exception as error:  # no compiler, or a platform inductor does not support
+        yield metric("compile_train_speedup", 0.0, "x", f"not measured: torch.compile failed ({type(error).__name__}: {error})")
+        return
+    no_amp = torch.amp.GradScaler("cpu", enabled=False)
+    steps = {name: partial(train_step, m, optimizers[name], no_amp, inputs, None, book.train.attention_lambda, book.train.grad_clip) for name, m in models.items()}
+    began = time.perf_counter()
+    steps["compiled"]()  # compiles
+    compile_seconds = time.perf_counter() - began
+    seconds, _ = median_seconds(steps, max(sizes.reps, 5))
+    epoch_steps = book.shapes.n_train // book.train.batch_images
+    saved = (seconds["eager"] - seconds["compiled"]) * epoch_steps * book.train.epochs
+    yield metric("compile_train_speedup", seconds["eager"] / seconds["compiled"], "x",
+                 f"float32 step {seconds['eager']:.3f} s eager, {seconds['compiled']:.3f} s with the decoder compiled")  # fmt: skip
+    yield metric("compile_first_step_s", compile_seconds, "s",
+                 f"the first compiled step, caches off; {book.train.epochs} epochs of {epoch_steps} steps would win {saved:.0f} s back "
+                 f"(training sees other caption lengths too, each a recompile until torch marks the length dynamic)")  # fmt: skip
 
 
 def load_reference():
@@ -511,6 +549,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "cache": bench_feature_cache,
     "transformer": bench_transformer,
     "reference": bench_reference,  # sgrvinod's tutorial, with --reference PATH; otherwise one line says it was skipped
+    "compile": bench_compile,  # minutes of compiling: with --only compile only
     "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
 }
 
@@ -533,7 +572,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else Sizes()
-    names = [args.only] if args.only else [n for n in BENCHMARKS if n != "gpu" or torch.cuda.is_available()]
+    optional = {"compile"} | (set() if torch.cuda.is_available() else {"gpu"})  # run only when named with --only
+    names = [args.only] if args.only else [n for n in BENCHMARKS if n not in optional]
     if "gpu" in names and not torch.cuda.is_available():
         sys.exit("benchmarks/run.py: --only gpu needs a CUDA GPU, and torch sees none")
 
