@@ -13,23 +13,33 @@ TINY = {"shapes.n_train": 24, "shapes.n_val": 4, "shapes.n_test": 4, "train.epoc
         "model.decoder_dim": 16, "model.encoder_channels": 8}  # fmt: skip
 
 
+STORED_BUDGETS = ("small", "book")  # both grids are in the repository: results/grid-small.json, results/grid-book.json
+
+
+@pytest.fixture(scope="module")
+def fingerprints_today() -> dict[str, list[float]]:
+    return results.current_fingerprints()
+
+
+@pytest.mark.parametrize("budget", STORED_BUDGETS)
 @pytest.mark.parametrize("variant", list(experiments.VARIANTS))
-def test_the_stored_grid_describes_the_training_code_of_today(variant):
-    """Fails when what training does has changed since results/grid-small.json was stored: run `make results`."""
-    grid = results.stored_grid("small")
-    assert variant in grid.data["fingerprints"], f"{variant} is not in the stored grid: run `make results`"
-    stored, now = grid.data["fingerprints"][variant], results.fingerprint(variant)
+def test_the_stored_grid_describes_the_training_code_of_today(variant, budget, fingerprints_today):
+    """Fails when what training does has changed since results/grid-BUDGET.json was stored: run `make results`."""
+    grid = results.stored_grid(budget)
+    assert variant in grid.data["fingerprints"], f"{variant} is not in the stored {budget} grid: run `make results`"
+    stored, now = grid.data["fingerprints"][variant], fingerprints_today[variant]
     assert results.same_fingerprint(stored, now), f"{variant}: training has changed since the grid was stored, run `make results`"
 
 
-def test_the_stored_grid_holds_every_variant_at_every_seed_with_its_provenance():
-    grid = results.stored_grid("small")
+@pytest.mark.parametrize("budget", STORED_BUDGETS)
+def test_the_stored_grid_holds_every_variant_at_every_seed_with_its_provenance(budget):
+    grid = results.stored_grid(budget)
     assert grid.variants == experiments.VARIANTS and len(grid.seeds) >= 3
     names = {experiments.row_name(v, how) for v in experiments.VARIANTS for how in experiments.decodings(v)}
     assert set(grid.rows) == names and all(len(runs) == len(grid.seeds) for runs in grid.rows.values())
     for record in grid.data["runs"]:
         # A config stored before a field existed reads back with that field's default, as a checkpoint's does.
-        assert Config.from_dict(record["config"]) == experiments.variant_config(record["variant"], record["seed"])
+        assert Config.from_dict(record["config"]) == experiments.variant_config(record["variant"], record["seed"], experiments.BUDGETS[budget])
         assert record["precision"] in ("float32", "bfloat16") and record["threads"] == 1 and record["minutes"] > 0
         assert len(record["history"]) == record["config"]["train"]["epochs"]
     assert grid.data["provenance"]["commit"] and grid.data["provenance"]["torch"]
