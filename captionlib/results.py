@@ -348,3 +348,20 @@ def store_spot_check(budget_name: str = "small", variants: tuple[str, ...] = SPO
     with precision(other):
         rows = run_grid(variants, (seed,), BUDGETS[budget_name], log=log, workers=workers)
     return write_json(grid_file(budget_name), grid.data | {"spot_check": {"precision": other, "seed": seed, "rows": rows}})
+
+
+def other_precision_runs(grid: StoredGrid) -> dict[str, list[dict]]:
+    """Each row's stored runs in the precision the grid was not trained in: the spot check's, and at the default
+    config's budget the default model's seeds, which are soft attention's runs (its seed 0 is the spot check's)."""
+    spot = grid.data.get("spot_check")
+    runs = {name: list(row) for name, row in (spot["rows"] if spot else {}).items()}
+    other = {"bfloat16", "float32"} - {record["precision"] for record in grid.data["runs"]}
+    if grid.data["budget_fields"] == {}:  # Config() unchanged: results/default-model.json holds soft at seeds 0-2
+        runs["soft"] = [{**run["scores"], "seed": run["seed"]} for run in stored_default_model() if run["precision"] in other]
+    return runs
+
+
+def both_precisions(grid: StoredGrid) -> dict[str, list[dict]]:
+    """grid.rows with each row's runs in the other precision added: the runs a verdict must hold on (chapter 12)."""
+    extra = other_precision_runs(grid)
+    return {name: runs + extra.get(name, []) for name, runs in grid.rows.items()}

@@ -48,6 +48,26 @@ def test_the_stored_grid_holds_every_variant_at_every_seed_with_its_provenance(b
             assert grid.checkpoint(variant, seed).exists()
 
 
+@pytest.mark.parametrize("budget", STORED_BUDGETS)
+def test_both_precisions_adds_each_rows_other_precision_runs_once(budget):
+    """The runs a chapter's verdicts must hold on: the grid's, plus the spot check's and (at the default config's
+    budget) the default model's seeds in the other precision, soft attention's, without counting a run twice."""
+    grid = results.stored_grid(budget)
+    both, spot = results.both_precisions(grid), grid.data["spot_check"]
+    assert set(both) == set(grid.rows) and all(both[name][: len(runs)] == runs for name, runs in grid.rows.items())
+    for name, runs in both.items():
+        extra = runs[len(grid.rows[name]):]
+        if name == "soft" and budget == "book":  # Config() unchanged: the default model's three float32 seeds
+            assert sorted(run["seed"] for run in extra) == [0, 1, 2]
+            timeless = lambda run: {k: v for k, v in run.items() if k != "train_minutes"}  # noqa: E731
+            assert timeless(spot["rows"]["soft"][0]) == timeless(extra[0])  # retrained apart, the same scores: deterministic
+            default = {(r["precision"], r["seed"]): r["scores"] for r in results.stored_default_model()}
+            assert all(run == {**default[spot["precision"], run["seed"]], "seed": run["seed"]} for run in extra)
+        else:
+            assert extra == spot["rows"].get(name, [])
+    assert {r["precision"] for r in grid.data["runs"]} != {spot["precision"]}
+
+
 def test_a_fingerprint_is_the_same_twice_and_tells_variants_apart():
     soft = results.fingerprint("soft")
     assert results.same_fingerprint(soft, results.fingerprint("soft"))
