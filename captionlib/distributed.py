@@ -31,6 +31,11 @@ def resolve_device(preference: str, local_rank: int = 0, setting: str = "train.d
     if preference == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"{setting}: 'cuda' asked for but torch sees no GPU")
+        if local_rank >= torch.cuda.device_count():  # torchrun started more processes than there are GPUs
+            raise ValueError(
+                f"{setting}: process {local_rank} has no GPU of its own (torch sees {torch.cuda.device_count()}); "
+                "start one process per GPU (--nproc_per_node) or set train.device=cpu"
+            )
         return torch.device("cuda", local_rank)
     if preference != "cpu":
         raise ValueError(f"{setting}: {preference!r}; choose auto, cpu or cuda")

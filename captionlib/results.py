@@ -59,7 +59,7 @@ def write_json(path: Path, data: dict) -> Path:
 
 def fingerprint(variant: str) -> list[float]:
     """What training does, in numbers: the loss, cross-entropy and penalty of each of 3 steps of `variant` on a tiny
-    world (float32, one thread), then the sum of |w| over the trained weights."""
+    world (float32, one thread, on the CPU), then the sum of |w| over the trained weights."""
     import tempfile
 
     threads = torch.get_num_threads()
@@ -67,7 +67,9 @@ def fingerprint(variant: str) -> list[float]:
     steps: list[float] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            best = train(variant_config(variant, 0, FINGERPRINT_BUDGET), tmp, progress=False, log=lambda _: None,
+            cfg = variant_config(variant, 0, FINGERPRINT_BUDGET)
+            cfg.train.device = "cpu"  # a GPU draws other dropout masks (and runs TF32 convolutions): other numbers
+            best = train(cfg, tmp, progress=False, log=lambda _: None,
                          on_step=lambda terms: steps.extend(terms.values()))  # fmt: skip
             weights = load_checkpoint(best)["model"]
             steps.append(float(sum(t.abs().sum() for t in weights.values() if t.is_floating_point())))

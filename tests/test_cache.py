@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from conftest import run_cli, tiny_config
 
 from captionlib.cache import entries, precision_here, run_name
@@ -16,6 +17,7 @@ from captionlib.pretrained import cached_checkpoint, run_dir
 
 STALE = "shapes-0123456789"  # a run of older sources: same files, a hash the current sources do not give
 GPU = "torch.float16"  # the precision a GPU trains in, never this CPU's
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}  # the command line, too, lists the cache as a CPU machine does
 
 
 class Terminal(io.StringIO):
@@ -30,9 +32,16 @@ def trained_cache(tmp_path_factory):
     """A cache folder holding one tiny run, trained once for this module."""
     root = tmp_path_factory.mktemp("trained-cache")
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)  # this module's machine is a CPU (see no_gpu)
         patch.setenv("CAPTIONLIB_CACHE", str(root))
         cached_checkpoint(tiny_config())
     return root
+
+
+@pytest.fixture(autouse=True)
+def no_gpu(monkeypatch):
+    """The listing is read as on a CPU machine, where the GPU's runs are "another precision" (on a GPU, the CPU's are)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 @pytest.fixture
@@ -66,7 +75,7 @@ def test_list_tells_current_other_precision_stale_and_other(cache):
     current, gpu = run_dir(tiny_config()).name, run_name(tiny_config(), GPU)
     assert statuses(cache) == {current: "current", gpu: "other precision", STALE: "stale", "features": "other"}
 
-    result = run_cli("cache", "list", "--json")
+    result = run_cli("cache", "list", "--json", env=CPU_ONLY)
     assert result.returncode == 0, result.stderr
     listed = {row["name"]: row for row in json.loads(result.stdout)}
     assert {name: row["status"] for name, row in listed.items()} == statuses(cache)
@@ -74,7 +83,7 @@ def test_list_tells_current_other_precision_stale_and_other(cache):
     assert listed[current]["changes"]["model.decoder_dim"] == 32 and "train.seed" not in listed[current]["changes"]
     assert listed["features"]["size_mb"] == 2.0 and not listed["features"]["run"]
 
-    result = run_cli("cache", "list")
+    result = run_cli("cache", "list", env=CPU_ONLY)
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert "2/2 epochs" in lines[current] and "current" in lines[current] and "model.decoder_dim=32" in lines[current]
@@ -120,7 +129,7 @@ def test_prune_leaves_a_run_that_is_training(cache, capsys):
 
 @pytest.mark.slow
 def test_prune_all_yes_empties_the_cache(cache):
-    result = run_cli("cache", "prune", "--all", "--yes")
+    result = run_cli("cache", "prune", "--all", "--yes", env=CPU_ONLY)
     assert result.returncode == 0, result.stderr
     assert "removed 3 runs and 1 other entry" in result.stdout
     assert list(cache.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def ddp_config():
     (A trained BatchNorm encoder would differ: each process normalises over its half of the batch, and
     SyncBatchNorm, which would fix that, runs on GPUs only. Dropout masks differ per process by design.)
     """
-    cfg = tiny_config(epochs=2, batch_images=16, feature_cache=False, amp=False)  # float32: bfloat16 rounds each half-batch its own way
+    cfg = tiny_config(epochs=2, batch_images=16, feature_cache=False, amp=False, device="cpu")  # gloo; float32: bfloat16 rounds each half-batch its own way
     cfg.model.encoder, cfg.model.pretrained, cfg.model.grid_size, cfg.model.dropout = "mobilenet_v2", True, 2, 0.0
     cfg.shapes.n_train = 64
     return cfg
@@ -133,3 +134,15 @@ def test_evaluate_under_torchrun_shares_the_decoding_and_scores_like_one_process
     assert expected["images"] == 16 and result.keys() == expected.keys()
     for key, value in expected.items():
         assert result[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: process 1 is told why, not CUDA's 'invalid device ordinal'."""
+    from captionlib.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
+    expected = "train.device: process 1 has no GPU of its own (torch sees 1); start one process per GPU (--nproc_per_node) or set train.device=cpu"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        resolve_device("auto", local_rank=1)

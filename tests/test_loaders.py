@@ -489,6 +489,7 @@ def test_wrong_header_and_missing_image_folder(tmp_path):
 
 # --- the command line ------------------------------------------------------------------------------------------------------
 
+THIS_TREE_FIRST = os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))
 TINY = ["model.embed_dim=16", "model.attention_dim=16", "model.decoder_dim=32", "model.encoder_channels=32", "train.batch_images=8"]
 
 
@@ -499,7 +500,7 @@ def test_cli_trains_and_evaluates_on_a_kaggle_folder(tmp_path, capsys):
     write_kaggle(data, n=12)
     bad_line = append_lines(data / "captions.txt", "1999999999_0123456789.jpg,A dog runs across the sand .")
     sets = [arg for s in TINY for arg in ("--set", s)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = {**os.environ, "PYTHONPATH": THIS_TREE_FIRST}
     command = [sys.executable, "-m", "captionlib", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"]
     done = subprocess.run([*command, "--no-progress", *sets], check=False, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -525,7 +526,7 @@ def test_cli_trains_evaluates_and_captions_past_bad_image_files(tmp_path, capsys
     assert sum(sizes.values()) == len(captions) == 20  # every photograph, none of the bad files
     first_bad = f"{data / 'captions.txt'}:62: undecodable image: {broken}: cannot decode image ("
     train = ["train", "--data", data, "--out", tmp_path / "run", "--epochs", "1", "--no-progress", *(a for s in TINY for a in ("--set", s))]
-    done = run_cli(*train, env={"PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}, timeout=300)
+    done = run_cli(*train, env={"PYTHONPATH": THIS_TREE_FIRST, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "skipped 9 rows: undecodable image 3 (1 file), empty image 3 (1 file), not an image 3 (1 file);" in done.stderr
     assert f"captionlib:   {first_bad}" in done.stderr and f"{sizes['train']} training images" in done.stdout

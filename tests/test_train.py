@@ -77,7 +77,7 @@ def test_training_runs_the_forward_in_bfloat16_on_a_cpu_that_has_it(tmp_path, mo
         self.decoder.L_o.register_forward_hook(lambda layer, _, out: seen.add(out.dtype) if layer.training else None)
 
     monkeypatch.setattr(CaptionModel, "__init__", init)
-    train(tiny_config(epochs=1, amp=amp), tmp_path, progress=False, log=lambda _: None)
+    train(tiny_config(epochs=1, amp=amp, device="cpu"), tmp_path, progress=False, log=lambda _: None)
     assert seen == {torch.bfloat16 if amp else torch.float32}
 
 
