@@ -10,6 +10,7 @@
     python benchmarks/run.py --threads 1     # on a CPU shared with other jobs (see README.md)
     python benchmarks/run.py --only gpu      # on a CUDA GPU: mixed precision on/off, beam search (in the default run there)
     python benchmarks/run.py --only compile  # the default float32 training step, eager against torch.compile (minutes)
+    python benchmarks/run.py --baseline REV  # also today's training step against captionlib/decoder.py at git revision REV
 
 Each benchmark is a small function that takes the Sizes and yields metric dicts; all of them use random
 weights and random features with a fixed seed (the encoder is not timed), so the run needs no data.
@@ -23,9 +24,11 @@ import importlib.util
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -137,9 +140,9 @@ class InLoopProjectionDecoder(Decoder):
     Decoder.forward still projects once up front; this step ignores that result and projects again.
     """
 
-    def step_and_locate(self, prev_words, state, annotations, projected, sample=False):
-        """Decoder.step_and_locate with W_a a recomputed from the annotations (B, P, D) -> (B, P, A) on every call."""
-        return super().step_and_locate(prev_words, state, annotations, self.attention.project(annotations), sample)
+    def advance(self, emb, state, annotations, projected, sample=False):
+        """Decoder.advance with W_a a recomputed from the annotations (B, P, D) -> (B, P, A) on every call."""
+        return super().advance(emb, state, annotations, self.attention.project(annotations), sample)
 
 
 def train_step(
@@ -541,6 +544,53 @@ def bench_reference(sizes: Sizes, path: Path | None = None) -> Iterator[Metric]:
                  f"captionlib's batched search, {len(images)} images: {len(images) / seconds['ours']:.2f} images/s, {steps} steps each", target_min=15.0)  # fmt: skip
 
 
+def decoder_at(revision: str) -> type[Decoder]:
+    """captionlib.decoder.Decoder as it was at a git revision, loaded beside today's (the rest of captionlib is today's)."""
+    root = Path(__file__).resolve().parent.parent
+    shown = subprocess.run(["git", "show", f"{revision}:captionlib/decoder.py"], cwd=root, capture_output=True, text=True)
+    if shown.returncode:
+        raise SystemExit(f"benchmarks/run.py: --baseline {revision}: {shown.stderr.strip()}")
+    module = types.ModuleType(f"captionlib.decoder_at_{revision}")
+    module.__package__ = "captionlib"  # its relative imports (.attention, .config, ...) are today's modules
+    exec(compile(shown.stdout, f"{revision}:captionlib/decoder.py", "exec"), module.__dict__)
+    return module.Decoder
+
+
+def bench_baseline(sizes: Sizes, revision: str | None = None) -> Iterator[Metric]:
+    """Today's training step against the decoder at git revision REV, float32, same weights, taking turns in one run:
+    at the paper's sizes (decoder alone) and the book's default model (encoder + decoder + Adam)."""
+    if revision is None:
+        yield metric("baseline", "skipped", note="pass --baseline REV, a git revision of this repository")
+        return
+    then = decoder_at(revision)
+    annotations = random_annotations(sizes, sizes.batch)  # (N, P, D)
+    captions, lengths = random_captions(sizes)  # (N, L), (N,)
+    book, V, book_inputs = book_batch(sizes)
+    no_amp = torch.amp.GradScaler("cpu", enabled=False)
+    for where, build, inputs, extra in (
+        ("paper", lambda klass: random_decoder(sizes, klass), (annotations, captions, lengths), ()),
+        ("book", lambda klass: book_model(book, V, klass), book_inputs, (None, book.train.attention_lambda, book.train.grad_clip)),
+    ):
+        models = {"today": build(Decoder), "then": build(then)}
+        with torch.no_grad():  # check, not timing: the same function of the same weights (dropout off)
+            same = [m.eval()(*inputs)[0] for m in models.values()]
+        torch.testing.assert_close(same[0], same[1])
+        steps = {name: partial(train_step, m.train(), torch.optim.Adam(m.parameters(), lr=4e-4), no_amp, inputs, *extra) for name, m in models.items()}
+        seconds, _ = median_seconds(steps, max(sizes.reps, 5))
+        yield metric(f"{where}_train_speedup_vs_{revision}", seconds["then"] / seconds["today"], "x",
+                     f"float32 step {seconds['then']:.3f} s at {revision}, {seconds['today']:.3f} s today; same logits (checked)")  # fmt: skip
+
+
+def book_model(book: Config, vocab_size: int, decoder_class: type[Decoder]) -> CaptionModel:
+    """The book's default model with the seed's weights and a decoder of `decoder_class` (the same parameters)."""
+    torch.manual_seed(0)
+    model = CaptionModel(book.model, vocab_size)
+    decoder = decoder_class(vocab_size, model.encoder.dim, book.model)
+    decoder.load_state_dict(model.decoder.state_dict())
+    model.decoder = decoder
+    return model
+
+
 BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "book": bench_book_model,
     "train": bench_train,
@@ -550,6 +600,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "transformer": bench_transformer,
     "reference": bench_reference,  # sgrvinod's tutorial, with --reference PATH; otherwise one line says it was skipped
     "compile": bench_compile,  # minutes of compiling: with --only compile only
+    "baseline": bench_baseline,  # today's step against the decoder at --baseline REV; otherwise one line says it was skipped
     "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
 }
 
@@ -567,8 +618,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one group of benchmarks")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--reference", type=Path, metavar="PATH", help="a checkout of sgrvinod's tutorial to compare with")
+    parser.add_argument("--baseline", metavar="REV", help="a git revision whose captionlib/decoder.py to time today's against")
     args = parser.parse_args(argv)
-    groups = {**BENCHMARKS, "reference": partial(bench_reference, path=args.reference)}
+    groups = {**BENCHMARKS, "reference": partial(bench_reference, path=args.reference), "baseline": partial(bench_baseline, revision=args.baseline)}
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else Sizes()

@@ -90,8 +90,16 @@ class Decoder(nn.Module):
         self, prev_words: torch.Tensor, state: State, annotations: torch.Tensor, projected: torch.Tensor, sample: bool = False
     ) -> tuple[torch.Tensor, State, torch.Tensor, torch.Tensor | None]:
         """step, and with sample=True (hard attention, training) the context is a sampled a_{s_t}: also returns s_t (R,)."""
-        h, c = state
         emb = self.embedding(prev_words)  # (R, m)  E y_{t-1}
+        out, state, alpha, location = self.advance(emb, state, annotations, projected, sample)
+        logits = self.L_o(out)  # (R, V)  eq. 7's word scores
+        return logits, state, alpha, location
+
+    def advance(
+        self, emb: torch.Tensor, state: State, annotations: torch.Tensor, projected: torch.Tensor, sample: bool = False
+    ) -> tuple[torch.Tensor, State, torch.Tensor, torch.Tensor | None]:
+        """From E y_{t-1} (R, m) and h_{t-1}, c_{t-1}: what L_o scores (R, m), after dropout; h_t, c_t; α_t (R, P); s_t or None."""
+        h, c = state
         location = None
         if sample:  # s_t ~ Multinoulli(α_t), z_t = a_{s_t}  (eqs. 8, 9)
             alpha = self.attention.weights(projected, h)  # (R, P)
@@ -106,8 +114,7 @@ class Decoder(nn.Module):
             out = torch.tanh(emb + self.L_h(h) + self.L_z(z))  # (R, m)  eq. 7 (tanh as in the authors' code)
         else:
             out = h  # (R, n)
-        logits = self.L_o(self.dropout(out))  # (R, V)
-        return logits, (h, c), alpha, location
+        return self.dropout(out), (h, c), alpha, location
 
     def forward(
         self,
@@ -138,22 +145,29 @@ class Decoder(nn.Module):
         longest = steps.max(dim=1).values  # (B,)
         T = int(longest[0])
         running = [int((longest > t).sum()) for t in range(T)]  # images still running at step t
-        live = (torch.arange(T, device=steps.device) < steps.flatten().unsqueeze(1)).float()  # (N, T) word t is real
-        step_logits, step_alphas, step_locations = [], [], []
+        live = torch.arange(T, device=steps.device) < steps.flatten().unsqueeze(1)  # (N, T) word t is real
+        # Teacher forcing knows every y_{t-1} in advance, and the recurrence never reads the logits: E y is looked up for
+        # all steps at once before the loop, and L_o scores all steps at once after it (step_and_locate, for decoding,
+        # does both one step at a time). One large product each, instead of T small ones and T gradients to sum.
+        embedded = self.embedding(words[:, :T]).unbind(1)  # T x (N, m)  E y_{t-1}
+        step_outs, step_alphas, step_locations = [], [], []
         for t, b in enumerate(running):
             if b < annotations.size(0):  # slice what is left, not the whole batch: backward fills only b rows
                 annotations, projected = annotations[:b], projected[:b]
             r = b * k
             state = (state[0][:r], state[1][:r])
-            logit, state, alpha, location = self.step_and_locate(words[:r, t], state, annotations, projected, sample_locations)
-            keep = live[:r, t : t + 1]  # (r, 1) 0 for captions that have ended in a running image
-            # Rows of ended captions are zero. Padding, unlike writing into a preallocated (N, T, V)
-            # tensor, keeps backward from refilling a full-size gradient at every step.
-            step_logits.append(F.pad(logit * keep, (0, 0, 0, N - r)))  # (N, V)
+            out, state, alpha, location = self.advance(embedded[t][:r], state, annotations, projected, sample_locations)
+            keep = live[:r, t : t + 1]  # (r, 1) False for captions that have ended in a running image
+            # Padding, unlike writing into a preallocated (N, T, ...) tensor, keeps backward from refilling a full-size
+            # gradient at every step.
+            step_outs.append(F.pad(out, (0, 0, 0, N - r)))  # (N, m)
             step_alphas.append(F.pad(alpha * keep, (0, 0, 0, N - r)))  # (N, P)
             if location is not None:
-                step_locations.append(F.pad(location * keep.squeeze(1).long(), (0, N - r)))  # (N,)
-        logits, alphas = torch.stack(step_logits, 1), torch.stack(step_alphas, 1)  # (N, T, V), (N, T, P)
+                step_locations.append(F.pad(location * keep.squeeze(1), (0, N - r)))  # (N,)
+        outs, alphas = torch.stack(step_outs, 1), torch.stack(step_alphas, 1)  # (N, T, m), (N, T, P)
+        word_logits = self.L_o(outs[live])  # (W, V) the scores of the W real words of the batch
+        logits = word_logits.new_zeros(N, T, self.vocab_size)  # (N, T, V) zero past each caption's end
+        logits[live] = word_logits
         unsort = torch.argsort(rows)  # (N,)
         locations = torch.stack(step_locations, 1)[unsort] if step_locations else None  # (N, T)
         return logits[unsort], alphas[unsort], locations

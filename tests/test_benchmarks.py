@@ -20,8 +20,9 @@ TRANSFORMER = {f"transformer_{n}_layer_train_speedup" for n in (1, 2, 4)} | {
 
 
 def run_quick() -> dict[str, dict]:
-    """Rows of a --quick --json run (one thread: a shared CPU makes 2-thread OpenMP crawl), keyed by metric."""
-    argv = [sys.executable, str(RUN), "--json", "--quick", "--threads", "1"]
+    """Rows of a --quick --json run (one thread: a shared CPU makes 2-thread OpenMP crawl), keyed by metric; the baseline
+    is today's decoder as committed (HEAD), so the group's git path runs and its check compares equal functions."""
+    argv = [sys.executable, str(RUN), "--json", "--quick", "--threads", "1", "--baseline", "HEAD"]
     done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]  # fails on any line that is not JSON
@@ -36,6 +37,7 @@ def test_quick_run_prints_every_metric_as_json():
     assert TRAIN | BEAM | TRANSFORMER | {"book_train_bf16_speedup", "peak_rss_mb", "torch_threads"} <= set(rows)
     assert rows["torch_threads"]["value"] == 1
     assert rows.pop("reference")["value"] == "skipped"  # sgrvinod's tutorial is compared only with --reference PATH
+    assert {"paper_train_speedup_vs_HEAD", "book_train_speedup_vs_HEAD"} <= set(rows)
     assert rows["beam_identical"]["value"] is True and rows["transformer_cache_identical"]["value"] is True
     for name, row in rows.items():
         if name not in ("beam_identical", "transformer_cache_identical", "torch_threads", "book_train_bf16_speedup"):
