@@ -225,6 +225,21 @@ def compare(table: dict[str, dict[str, dict[str, float]]], a: str, b: str, metri
     return 0 if abs(gap) <= spread else (1 if gap > 0 else -1)
 
 
+# The scores where less is better: the share of named objects that are not in the image, beam-3 and greedy.
+LOWER_IS_BETTER = frozenset({"hallucination", "greedy_hallucination"})
+
+
+def direction(table: dict[str, dict[str, dict[str, float]]], a: str, b: str, metric: str) -> str:
+    """compare() in words, for a measure that is neither better nor worse: "higher", "lower" or "tie"."""
+    return ("lower", "tie", "higher")[compare(table, a, b, metric) + 1]
+
+
+def verdict(table: dict[str, dict[str, dict[str, float]]], a: str, b: str, metric: str) -> str:
+    """compare() as a verdict on row a against row b: "better", "worse" or "tie", less being better in LOWER_IS_BETTER."""
+    sign = compare(table, a, b, metric)
+    return ("worse", "tie", "better")[(-sign if metric in LOWER_IS_BETTER else sign) + 1]
+
+
 def format_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
     """The summary as aligned text: mean ± std over seeds for each column present."""
     columns = [(key, head) for key, head in COLUMNS if any(key in metrics for metrics in table.values())]

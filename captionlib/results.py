@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,18 @@ import torch
 from .checkpoint import load_checkpoint, load_model
 from .config import Config
 from .evaluate import predict, score, split_dataset
-from .experiments import BUDGETS, VARIANTS, decodings, row_name, run_grid, run_scores, train_and_score, variant_config
+from .experiments import (
+    BUDGETS,
+    VARIANTS,
+    decodings,
+    row_name,
+    run_grid,
+    run_scores,
+    summarise,
+    train_and_score,
+    variant_config,
+    verdict,
+)
 from .metrics import cell_boxes, cells_overlapping, matching_object, named_objects
 from .pretrained import STORED_MODEL, run_dir
 from .sources import load_splits
@@ -367,3 +379,21 @@ def both_precisions(grid: StoredGrid) -> dict[str, list[dict]]:
     """grid.rows with each row's runs in the other precision added: the runs a verdict must hold on (chapter 12)."""
     extra = other_precision_runs(grid)
     return {name: runs + extra.get(name, []) for name, runs in grid.rows.items()}
+
+
+def settled_verdicts(grid: StoredGrid, rows: Iterable[str], metrics: Iterable[str], against: str = "soft",
+                     judge: Callable[[dict, str, str, str], str] = verdict) -> dict[str, dict[str, str]]:
+    """{row: {metric: word}} against `against`: the grid's verdict where both precisions' runs give it too, else "tie"."""
+    # judge: experiments.verdict ("better", "worse", "tie") or experiments.direction ("higher", "lower", "tie"); a metric
+    # that a row lacks (`none` has no grounding) is left out. Chapter 12 teaches the rule.
+    table, both, metrics = summarise(grid.rows), summarise(both_precisions(grid)), tuple(metrics)
+    settled = {}
+    for row in rows:
+        words = {m: judge(table, row, against, m) for m in metrics if m in table[row] and m in table[against]}
+        settled[row] = {m: word if judge(both, row, against, m) == word else "tie" for m, word in words.items()}
+    return settled
+
+
+def timeless(run: dict) -> dict:
+    """A run's scores without its train_minutes: what a retrain of the same run reproduces to the last digit."""
+    return {key: value for key, value in run.items() if key != "train_minutes"}

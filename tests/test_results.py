@@ -59,13 +59,39 @@ def test_both_precisions_adds_each_rows_other_precision_runs_once(budget):
         extra = runs[len(grid.rows[name]):]
         if name == "soft" and budget == "book":  # Config() unchanged: the default model's three float32 seeds
             assert sorted(run["seed"] for run in extra) == [0, 1, 2]
-            timeless = lambda run: {k: v for k, v in run.items() if k != "train_minutes"}  # noqa: E731
-            assert timeless(spot["rows"]["soft"][0]) == timeless(extra[0])  # retrained apart, the same scores: deterministic
+            assert results.timeless(spot["rows"]["soft"][0]) == results.timeless(extra[0])  # retrained apart, the same scores
             default = {(r["precision"], r["seed"]): r["scores"] for r in results.stored_default_model()}
             assert all(run == {**default[spot["precision"], run["seed"]], "seed": run["seed"]} for run in extra)
         else:
             assert extra == spot["rows"].get(name, [])
     assert {r["precision"] for r in grid.data["runs"]} != {spot["precision"]}
+
+
+def test_a_verdict_stands_only_where_the_runs_of_both_precisions_give_it_too():
+    """bfloat16 seeds of soft and of row a, and one float32 run of soft (the spot check's) that widens soft's range."""
+    from captionlib.experiments import compare, direction, summarise, verdict
+
+    scores = {"soft": [(0.90, 0.010), (0.91, 0.011), (0.92, 0.012)], "a": [(0.80, 0.002), (0.81, 0.003), (0.82, 0.004)]}
+    runs = [{"row": name, "seed": seed, "precision": "bfloat16", "scores": {"bleu4": bleu4, "hallucination": halluc},
+             "attention": {"grounding": 0.9} if name == "soft" else None}
+            for name, seeds in scores.items() for seed, (bleu4, halluc) in enumerate(seeds)]  # fmt: skip
+    spot = {"precision": "float32", "seed": 0, "rows": {"soft": [{"seed": 0, "bleu4": 0.91, "hallucination": 0.001}]}}
+    grid = results.StoredGrid("tiny", {"runs": runs, "spot_check": spot, "budget_fields": TINY})  # not Config(): no default-model runs
+    table, both = summarise(grid.rows), summarise(results.both_precisions(grid))
+    # bfloat16: a hallucinates less (better, though its number is lower) and has a lower BLEU-4 (worse)
+    assert compare(table, "a", "soft", "hallucination") == -1 and verdict(table, "a", "soft", "hallucination") == "better"
+    assert verdict(table, "soft", "a", "hallucination") == "worse" and verdict(table, "a", "soft", "bleu4") == "worse"
+    # soft's float32 run (0.001) widens its range past the gap: with both precisions the hallucination verdict is a tie
+    assert verdict(both, "a", "soft", "hallucination") == "tie" and verdict(both, "a", "soft", "bleu4") == "worse"
+    settled = results.settled_verdicts(grid, ["a"], ["bleu4", "hallucination", "grounding"])  # a has no grounding
+    assert settled == {"a": {"bleu4": "worse", "hallucination": "tie"}}
+    settled = results.settled_verdicts(grid, ["a"], ["bleu4", "hallucination"], judge=direction)
+    assert settled == {"a": {"bleu4": "lower", "hallucination": "tie"}}
+    assert results.settled_verdicts(grid, ["soft"], ["bleu4"], against="a") == {"soft": {"bleu4": "better"}}
+
+
+def test_timeless_drops_the_training_minutes_alone():
+    assert results.timeless({"seed": 0, "bleu4": 0.9, "train_minutes": 7.5}) == {"seed": 0, "bleu4": 0.9}
 
 
 def test_a_fingerprint_is_the_same_twice_and_tells_variants_apart():

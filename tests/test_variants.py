@@ -134,6 +134,23 @@ def test_compare_calls_a_difference_inside_the_seed_spread_a_tie():
     assert compare(table, "b", "c", "bleu4") == -1  # 0.10 apart, ranges 0.02 and 0.02
 
 
+def test_verdict_reads_compare_the_right_way_round_and_direction_as_it_is():
+    from captionlib.experiments import LOWER_IS_BETTER, compare, direction, summarise, verdict
+
+    rows = {
+        "a": [{"seed": 0, "bleu4": 0.90, "hallucination": 0.01}, {"seed": 1, "bleu4": 0.88, "hallucination": 0.02}],
+        "b": [{"seed": 0, "bleu4": 0.70, "hallucination": 0.20}, {"seed": 1, "bleu4": 0.72, "hallucination": 0.21}],
+        "c": [{"seed": 0, "bleu4": 0.91, "hallucination": 0.00}, {"seed": 1, "bleu4": 0.87, "hallucination": 0.03}],
+    }
+    table = summarise(rows)
+    assert compare(table, "a", "b", "hallucination") == -1 and verdict(table, "a", "b", "hallucination") == "better"  # fewer
+    assert verdict(table, "b", "a", "hallucination") == "worse" and direction(table, "a", "b", "hallucination") == "lower"
+    assert verdict(table, "a", "b", "bleu4") == "better" and direction(table, "a", "b", "bleu4") == "higher"
+    assert verdict(table, "a", "c", "bleu4") == verdict(table, "a", "c", "hallucination") == "tie"  # inside the ranges
+    assert direction(table, "c", "a", "bleu4") == "tie"
+    assert {"hallucination", "greedy_hallucination"} <= LOWER_IS_BETTER and "bleu4" not in LOWER_IS_BETTER
+
+
 def test_experiments_cli_changes_the_budget_with_set_and_names_a_bad_field(tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "out"
     tiny = ["shapes.n_train=24", "shapes.n_val=8", "shapes.n_test=8", "train.epochs=1", "model.decoder_dim=16", "model.encoder_channels=8"]
