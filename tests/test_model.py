@@ -124,6 +124,21 @@ def test_teacher_forcing_equals_stepping_by_hand():
         torch.testing.assert_close(alpha, alphas[:, t])
 
 
+def test_teacher_forcing_draws_the_dropout_masks_stepping_draws():
+    """forward looks E y up before its loop and applies L_o after it, but draws each step's dropout mask in the loop,
+    in step order: in training mode it gives the logits of stepping by hand from the same random state."""
+    dec = Decoder(30, 24, SMALL).train()
+    annotations, captions = torch.randn(1, 16, 24), torch.tensor([[1, 7, 9, 4, 2]])
+    torch.manual_seed(5)
+    logits, _, _ = dec(annotations, captions, torch.tensor([5]))
+    torch.manual_seed(5)
+    state, projected = dec.init_state(annotations), dec.attention.project(annotations)
+    for t in range(4):
+        logit, state, _ = dec.step(captions[:, t], state, annotations, projected)
+        torch.testing.assert_close(logit, logits[:, t])
+    assert not torch.equal(dec(annotations, captions, torch.tensor([5]))[0], logits)  # other masks, other logits
+
+
 def test_dropout_is_off_in_eval_and_on_in_train():
     torch.manual_seed(0)
     dec = Decoder(30, 24, SMALL)
