@@ -19,16 +19,19 @@ weights and random features with a fixed seed (the encoder is not timed), so the
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import importlib.util
+import io
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -545,19 +548,25 @@ def bench_reference(sizes: Sizes, path: Path | None = None) -> Iterator[Metric]:
 
 
 def decoder_at(revision: str) -> type[Decoder]:
-    """captionlib.decoder.Decoder as it was at a git revision, loaded beside today's (the rest of captionlib is today's)."""
-    root = Path(__file__).resolve().parent.parent
-    shown = subprocess.run(["git", "show", f"{revision}:captionlib/decoder.py"], cwd=root, capture_output=True, text=True)
-    if shown.returncode:
-        raise SystemExit(f"benchmarks/run.py: --baseline {revision}: {shown.stderr.strip()}")
-    module = types.ModuleType(f"captionlib.decoder_at_{revision}")
-    module.__package__ = "captionlib"  # its relative imports (.attention, .config, ...) are today's modules
-    exec(compile(shown.stdout, f"{revision}:captionlib/decoder.py", "exec"), module.__dict__)
-    return module.Decoder
+    """captionlib.decoder.Decoder as it was at a git revision: that revision's captionlib/, imported beside today's."""
+    root, folder = Path(__file__).resolve().parent.parent, Path(tempfile.mkdtemp(prefix=f"captionlib-{revision}-"))
+    archive = subprocess.run(["git", "archive", revision, "captionlib"], cwd=root, capture_output=True)
+    if archive.returncode:
+        raise SystemExit(f"benchmarks/run.py: --baseline {revision}: {archive.stderr.decode().strip()}")
+    atexit.register(shutil.rmtree, folder, True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    name = f"captionlib_at_{revision}".replace("-", "_")  # its relative imports (.attention, ...) stay inside it
+    spec = importlib.util.spec_from_file_location(name, folder / "captionlib" / "__init__.py",
+                                                  submodule_search_locations=[str(folder / "captionlib")])  # fmt: skip
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.decoder").Decoder
 
 
 def bench_baseline(sizes: Sizes, revision: str | None = None) -> Iterator[Metric]:
-    """Today's training step against the decoder at git revision REV, float32, same weights, taking turns in one run:
+    """Today's training step against the decoder (and its attention) at git revision REV, float32, same weights, in turns:
     at the paper's sizes (decoder alone) and the book's default model (encoder + decoder + Adam)."""
     if revision is None:
         yield metric("baseline", "skipped", note="pass --baseline REV, a git revision of this repository")

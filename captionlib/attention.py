@@ -36,7 +36,9 @@ class SoftAttention(nn.Module):
         """score on a CPU, the same values faster (tests/test_model.py): a few images at a time, each by score_cpu_chunk."""
         B, P, A = projected.shape
         step = max(1, SCORE_CHUNK_ELEMENTS // (query.size(1) * P * A))  # images per pass
-        chunks = [self.score_cpu_chunk(projected[i : i + step], query[i : i + step]) for i in range(0, B, step)]  # (step, k, P) each
+        # split, not slicing: backward then joins the chunks' gradients once, where each slice would write a zero-filled
+        # (B, P, A) gradient of its own to be summed
+        chunks = [self.score_cpu_chunk(p, q) for p, q in zip(projected.split(step), query.split(step))]  # (step, k, P) each
         return torch.cat(chunks)  # (B, k, P)
 
     def score_cpu_chunk(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
