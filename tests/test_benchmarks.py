@@ -83,3 +83,13 @@ def test_reference_group_names_what_it_needs(tmp_path):
     (tmp_path / "caption.py").write_text("k = 1\n")
     with pytest.raises(ValueError, match="caption.py: expected the line 'prev_word_inds = top_k_words / vocab_size' once"):
         reference.load(tmp_path)
+
+
+def test_baseline_group_names_a_revision_git_does_not_know(monkeypatch):
+    """--baseline takes a git revision of this repository; one that does not exist is one line naming it."""
+    spec = importlib.util.spec_from_file_location("benchmarks_run", RUN)
+    run = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, run)
+    spec.loader.exec_module(run)
+    with pytest.raises(SystemExit, match="^benchmarks/run.py: --baseline no-such-revision: fatal: "):
+        run.decoder_at("no-such-revision")
