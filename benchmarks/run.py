@@ -10,7 +10,7 @@
     python benchmarks/run.py --threads 1     # on a CPU shared with other jobs (see README.md)
     python benchmarks/run.py --only gpu      # on a CUDA GPU: mixed precision on/off, beam search (in the default run there)
     python benchmarks/run.py --only compile  # the default float32 training step, eager against torch.compile (minutes)
-    python benchmarks/run.py --baseline REV  # also today's training step against captionlib/decoder.py at git revision REV
+    python benchmarks/run.py --baseline REV  # also today's training step against the decoder of captionlib/ at git REV
 
 Each benchmark is a small function that takes the Sizes and yields metric dicts; all of them use random
 weights and random features with a fixed seed (the encoder is not timed), so the run needs no data.
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import copy
 import dataclasses
 import importlib.util
 import io
 import json
+import re
 import resource
 import shutil
 import statistics
@@ -113,8 +115,12 @@ def median_seconds(runs: dict[str, Callable[[], object]], reps: int) -> tuple[di
 def random_decoder(sizes: Sizes, klass: type[Decoder] = Decoder) -> Decoder:
     """A decoder with the seed's random weights (every class built with the same seed gets the same weights)."""
     torch.manual_seed(sizes.seed)
-    cfg = ModelConfig(embed_dim=sizes.dim, attention_dim=sizes.dim, decoder_dim=sizes.dim)
-    return klass(sizes.vocab, sizes.encoder_dim, cfg)
+    return klass(sizes.vocab, sizes.encoder_dim, paper_config(sizes))
+
+
+def paper_config(sizes: Sizes) -> ModelConfig:
+    """The decoder's widths at these sizes: embedding, attention and LSTM all sizes.dim."""
+    return ModelConfig(embed_dim=sizes.dim, attention_dim=sizes.dim, decoder_dim=sizes.dim)
 
 
 def random_annotations(sizes: Sizes, n: int) -> torch.Tensor:
@@ -549,14 +555,15 @@ def bench_reference(sizes: Sizes, path: Path | None = None) -> Iterator[Metric]:
 
 def decoder_at(revision: str) -> type[Decoder]:
     """captionlib.decoder.Decoder as it was at a git revision: that revision's captionlib/, imported beside today's."""
-    root, folder = Path(__file__).resolve().parent.parent, Path(tempfile.mkdtemp(prefix=f"captionlib-{revision}-"))
+    root = Path(__file__).resolve().parent.parent
     archive = subprocess.run(["git", "archive", revision, "captionlib"], cwd=root, capture_output=True)
     if archive.returncode:
         raise SystemExit(f"benchmarks/run.py: --baseline {revision}: {archive.stderr.decode().strip()}")
+    name = "captionlib_at_" + re.sub(r"\W", "_", revision)  # e.g. origin/main; its relative imports stay inside it
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     atexit.register(shutil.rmtree, folder, True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(folder, filter="data")
-    name = f"captionlib_at_{revision}".replace("-", "_")  # its relative imports (.attention, ...) stay inside it
     spec = importlib.util.spec_from_file_location(name, folder / "captionlib" / "__init__.py",
                                                   submodule_search_locations=[str(folder / "captionlib")])  # fmt: skip
     package = importlib.util.module_from_spec(spec)
@@ -571,16 +578,21 @@ def bench_baseline(sizes: Sizes, revision: str | None = None) -> Iterator[Metric
     if revision is None:
         yield metric("baseline", "skipped", note="pass --baseline REV, a git revision of this repository")
         return
-    then = decoder_at(revision)
+    then_class = decoder_at(revision)
     annotations = random_annotations(sizes, sizes.batch)  # (N, P, D)
     captions, lengths = random_captions(sizes)  # (N, L), (N,)
     book, V, book_inputs = book_batch(sizes)
+    torch.manual_seed(sizes.seed)
+    book_today = CaptionModel(book.model, V)
     no_amp = torch.amp.GradScaler("cpu", enabled=False)
-    for where, build, inputs, extra in (
-        ("paper", lambda klass: random_decoder(sizes, klass), (annotations, captions, lengths), ()),
-        ("book", lambda klass: book_model(book, V, klass), book_inputs, (None, book.train.attention_lambda, book.train.grad_clip)),
+    book_then = copy.deepcopy(book_today)
+    book_then.decoder = decoder_like(book_today.decoder, then_class, book_today.encoder.dim, book.model)
+    paper_today = random_decoder(sizes)
+    paper_then = decoder_like(paper_today, then_class, sizes.encoder_dim, paper_config(sizes))
+    for where, models, inputs, extra in (
+        ("paper", {"today": paper_today, "then": paper_then}, (annotations, captions, lengths), ()),
+        ("book", {"today": book_today, "then": book_then}, book_inputs, (None, book.train.attention_lambda, book.train.grad_clip)),
     ):
-        models = {"today": build(Decoder), "then": build(then)}
         with torch.no_grad():  # check, not timing: the same function of the same weights (dropout off)
             same = [m.eval()(*inputs)[0] for m in models.values()]
         torch.testing.assert_close(same[0], same[1])
@@ -590,14 +602,11 @@ def bench_baseline(sizes: Sizes, revision: str | None = None) -> Iterator[Metric
                      f"float32 step {seconds['then']:.3f} s at {revision}, {seconds['today']:.3f} s today; same logits (checked)")  # fmt: skip
 
 
-def book_model(book: Config, vocab_size: int, decoder_class: type[Decoder]) -> CaptionModel:
-    """The book's default model with the seed's weights and a decoder of `decoder_class` (the same parameters)."""
-    torch.manual_seed(0)
-    model = CaptionModel(book.model, vocab_size)
-    decoder = decoder_class(vocab_size, model.encoder.dim, book.model)
-    decoder.load_state_dict(model.decoder.state_dict())
-    model.decoder = decoder
-    return model
+def decoder_like(decoder: Decoder, klass: type[Decoder], encoder_dim: int, cfg: ModelConfig) -> Decoder:
+    """A decoder of class `klass` (another revision's) built from the config `decoder` was, holding its weights."""
+    twin = klass(decoder.vocab_size, encoder_dim, cfg)
+    twin.load_state_dict(decoder.state_dict())
+    return twin
 
 
 BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
@@ -609,7 +618,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "transformer": bench_transformer,
     "reference": bench_reference,  # sgrvinod's tutorial, with --reference PATH; otherwise one line says it was skipped
     "compile": bench_compile,  # minutes of compiling: with --only compile only
-    "baseline": bench_baseline,  # today's step against the decoder at --baseline REV; otherwise one line says it was skipped
+    "baseline": bench_baseline,  # today's step against the decoder of --baseline REV; otherwise one line says it was skipped
     "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
 }
 
@@ -627,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one group of benchmarks")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--reference", type=Path, metavar="PATH", help="a checkout of sgrvinod's tutorial to compare with")
-    parser.add_argument("--baseline", metavar="REV", help="a git revision whose captionlib/decoder.py to time today's against")
+    parser.add_argument("--baseline", metavar="REV", help="a git revision whose captionlib/ decoder to time today's against")
     args = parser.parse_args(argv)
     groups = {**BENCHMARKS, "reference": partial(bench_reference, path=args.reference), "baseline": partial(bench_baseline, revision=args.baseline)}
     if args.threads:

@@ -126,7 +126,7 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Teacher forcing: logits (N, T, V) for words 1..T, α (N, T, P) and, when sampled, the locations s (N, T).
 
-        Logits and α are zero past each caption's end, and so are the locations. The captions of one image attend
+        Logits and α are zero past each caption's end, and so are the locations. Under autocast they come in its dtype. The captions of one image attend
         together (k rows per image, as in beam search), and an image leaves the batch once its longest caption ends.
         """
         if sample_locations and not isinstance(self.attention, HardAttention):

@@ -34,7 +34,7 @@ def resolve_device(preference: str, local_rank: int = 0, setting: str = "train.d
         if local_rank >= torch.cuda.device_count():  # torchrun started more processes than there are GPUs
             raise ValueError(
                 f"{setting}: process {local_rank} has no GPU of its own (torch sees {torch.cuda.device_count()}); "
-                "start one process per GPU (--nproc_per_node) or set train.device=cpu"
+                f"start one process per GPU (--nproc_per_node) or choose cpu for {setting}"
             )
         return torch.device("cuda", local_rank)
     if preference != "cpu":

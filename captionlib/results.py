@@ -49,9 +49,11 @@ SHOWN_IMAGES = 4  # coverage maps stored per run: the first test images (chapter
 # The checkpoints the chapters draw from: chapter 11 compares soft and hard attention map by map, at every seed, and
 # chapter 13 the Transformer's cross-attention with soft attention, head by head.
 STORED_CHECKPOINTS = ("soft", "hard", "transformer")
-# The fingerprint's world and budget: three optimiser steps of a tiny model, in float32 on one thread, seconds a variant.
+# The fingerprint's world and budget: three optimiser steps of a tiny model, in float32 on one thread of the CPU (a GPU
+# draws other dropout masks and runs TF32 convolutions: other numbers), seconds a variant.
 FINGERPRINT_BUDGET = {"shapes.n_train": 36, "shapes.n_val": 4, "shapes.n_test": 4, "train.epochs": 1, "train.batch_images": 12,
-                      "model.decoder_dim": 16, "model.encoder_channels": 8, "train.amp": False, "train.hard_sample_p": 1.0}  # fmt: skip
+                      "model.decoder_dim": 16, "model.encoder_channels": 8, "train.amp": False, "train.hard_sample_p": 1.0,
+                      "train.device": "cpu"}  # fmt: skip
 FINGERPRINT_RTOL = 1e-3  # float32 on another CPU moves the last digits, not the third
 
 
@@ -79,9 +81,7 @@ def fingerprint(variant: str) -> list[float]:
     steps: list[float] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = variant_config(variant, 0, FINGERPRINT_BUDGET)
-            cfg.train.device = "cpu"  # a GPU draws other dropout masks (and runs TF32 convolutions): other numbers
-            best = train(cfg, tmp, progress=False, log=lambda _: None,
+            best = train(variant_config(variant, 0, FINGERPRINT_BUDGET), tmp, progress=False, log=lambda _: None,
                          on_step=lambda terms: steps.extend(terms.values()))  # fmt: skip
             weights = load_checkpoint(best)["model"]
             steps.append(float(sum(t.abs().sum() for t in weights.values() if t.is_floating_point())))

@@ -21,7 +21,8 @@ TRANSFORMER = {f"transformer_{n}_layer_train_speedup" for n in (1, 2, 4)} | {
 
 def run_quick() -> dict[str, dict]:
     """Rows of a --quick --json run (one thread: a shared CPU makes 2-thread OpenMP crawl), keyed by metric; the baseline
-    is today's decoder as committed (HEAD), so the group's git path runs and its check compares equal functions."""
+    is the committed decoder (HEAD), so the group's git path runs and its check compares equal functions: an uncommitted
+    change to what the decoder computes fails here until it is committed."""
     argv = [sys.executable, str(RUN), "--json", "--quick", "--threads", "1", "--baseline", "HEAD"]
     done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

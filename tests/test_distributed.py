@@ -143,6 +143,8 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
-    expected = "train.device: process 1 has no GPU of its own (torch sees 1); start one process per GPU (--nproc_per_node) or set train.device=cpu"
+    expected = "train.device: process 1 has no GPU of its own (torch sees 1); start one process per GPU (--nproc_per_node) or choose cpu for train.device"
     with pytest.raises(ValueError, match=re.escape(expected)):
         resolve_device("auto", local_rank=1)
+    with pytest.raises(ValueError, match=re.escape("or choose cpu for --device")):  # evaluate under torchrun names its option
+        resolve_device("cuda", local_rank=1, setting="--device")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -137,6 +139,25 @@ def test_teacher_forcing_draws_the_dropout_masks_stepping_draws():
         logit, state, _ = dec.step(captions[:, t], state, annotations, projected)
         torch.testing.assert_close(logit, logits[:, t])
     assert not torch.equal(dec(annotations, captions, torch.tensor([5]))[0], logits)  # other masks, other logits
+
+
+def test_teacher_forcing_draws_hard_attentions_locations_and_masks_stepping_draws():
+    """The same with hard attention sampling its locations, three captions of one image, ending at different steps."""
+    dec = Decoder(30, 24, dataclasses.replace(SMALL, attention="hard")).train()
+    annotations = torch.randn(1, 16, 24)  # (1, P, D)
+    captions = torch.tensor([[1, 7, 9, 4, 2, 0], [1, 5, 2, 0, 0, 0], [1, 8, 8, 6, 9, 2]])  # (3, L), k = 3
+    lengths = torch.tensor([5, 3, 6])
+    torch.manual_seed(7)
+    logits, alphas, locations = dec(annotations, captions, lengths, torch.zeros(3, dtype=torch.long), sample_locations=True)
+    torch.manual_seed(7)
+    h, c = dec.init_state(annotations)  # (1, n) each
+    state, projected = (h.repeat_interleave(3, 0), c.repeat_interleave(3, 0)), dec.attention.project(annotations)
+    for t in range(5):  # the image runs until its longest caption ends: all three rows, every step
+        logit, state, alpha, location = dec.step_and_locate(captions[:, t], state, annotations, projected, sample=True)
+        live = t < lengths - 1  # (3,)
+        torch.testing.assert_close(logits[live, t], logit[live])
+        torch.testing.assert_close(alphas[live, t], alpha[live])
+        assert torch.equal(locations[live, t], location[live]) and not logits[~live, t].any()
 
 
 def test_dropout_is_off_in_eval_and_on_in_train():
