@@ -49,11 +49,11 @@ class SoftAttention(nn.Module):
         x = projected.unsqueeze(1) + query.unsqueeze(2)  # (B, k, P, A)  W_a a_i + W_h h
         w = self.w.weight.view(-1).to(x.dtype)  # (A,) in x's dtype: under bfloat16 autocast the passes below stay bfloat16
         sigma = x.mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x), in place: no second buffer
-        # Autograd keeps σ for the backward passes, so training gets a copy; decoding (no grad) works in place. A
-        # sum, not a product with w: it splits its rows between threads as the elementwise passes do, so each core
-        # reads what it wrote itself (benchmarks/README.md measures both).
-        weighted = sigma * w if torch.is_grad_enabled() else sigma.mul_(w)  # (B, k, P, A)
-        return 2 * weighted.sum(3) - w.sum()  # (B, k, P)  e = 2 w^T σ(2x) − Σ_a w_a
+        if torch.is_grad_enabled():  # training: autograd keeps σ, and a matrix-vector product reads it once, no copy
+            weighted = sigma @ w  # (B, k, P)
+        else:  # decoding: in place, and a sum, which splits its rows between threads as the elementwise passes do, so
+            weighted = sigma.mul_(w).sum(3)  # (B, k, P)  each core reads what it wrote itself (benchmarks/README.md)
+        return 2 * weighted - w.sum()  # (B, k, P)  e = 2 w^T σ(2x) − Σ_a w_a
 
     def weights(
         self,

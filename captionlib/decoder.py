@@ -165,9 +165,10 @@ class Decoder(nn.Module):
             if location is not None:
                 step_locations.append(F.pad(location * keep.squeeze(1), (0, N - r)))  # (N,)
         outs, alphas = torch.stack(step_outs, 1), torch.stack(step_alphas, 1)  # (N, T, m), (N, T, P)
-        word_logits = self.L_o(outs[live])  # (W, V) the scores of the W real words of the batch
+        slot, step = live.nonzero(as_tuple=True)  # (W,) each: the W real words of the batch, slot by slot
+        word_logits = self.L_o(outs[slot, step])  # (W, V) their scores
         logits = word_logits.new_zeros(N, T, self.vocab_size)  # (N, T, V) zero past each caption's end
-        logits[live] = word_logits
+        logits[rows[slot], step] = word_logits  # in the captions' own order: no (N, T, V) copy to unsort
         unsort = torch.argsort(rows)  # (N,)
         locations = torch.stack(step_locations, 1)[unsort] if step_locations else None  # (N, T)
-        return logits[unsort], alphas[unsort], locations
+        return logits, alphas[unsort], locations

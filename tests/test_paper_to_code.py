@@ -56,4 +56,4 @@ def test_eq_4_is_marked_in_score_as_written():
     line = paper_code.find_marker(path, "eq. 4")
     assert paper_code.enclosing(path, line) == "SoftAttention.score"
     assert "torch.tanh(" in paper_code.source_lines(path)[line - 1]
-    assert paper_code.enclosing(path, paper_code.find_marker(path, "2 * weighted.sum(3)")) == "SoftAttention.score_cpu_chunk"
+    assert paper_code.enclosing(path, paper_code.find_marker(path, "2 * weighted - w.sum()")) == "SoftAttention.score_cpu_chunk"
