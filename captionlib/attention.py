@@ -49,10 +49,10 @@ class SoftAttention(nn.Module):
         x = projected.unsqueeze(1) + query.unsqueeze(2)  # (B, k, P, A)  W_a a_i + W_h h
         w = self.w.weight.view(-1).to(x.dtype)  # (A,) in x's dtype: under bfloat16 autocast the passes below stay bfloat16
         sigma = x.mul_(2).sigmoid_()  # (B, k, P, A)  σ(2x), in place: no second buffer
-        if torch.is_grad_enabled():  # training: autograd keeps σ, and a matrix-vector product reads it once, no copy
+        if torch.is_grad_enabled():  # training: autograd keeps σ; a matrix-vector product reads it once, with no copy
             weighted = sigma @ w  # (B, k, P)
-        else:  # decoding: in place, and a sum, which splits its rows between threads as the elementwise passes do, so
-            weighted = sigma.mul_(w).sum(3)  # (B, k, P)  each core reads what it wrote itself (benchmarks/README.md)
+        else:  # decoding: in place, then a sum, split between threads as the passes above are: each core reads its own writes
+            weighted = sigma.mul_(w).sum(3)  # (B, k, P)
         return 2 * weighted - w.sum()  # (B, k, P)  e = 2 w^T σ(2x) − Σ_a w_a
 
     def weights(
