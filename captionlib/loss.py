@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+IGNORED = -100  # the target id of padding, which cross_entropy skips (its default ignore_index, named)
+
 
 @dataclass
 class LossTerms:
@@ -44,7 +46,9 @@ def caption_loss(
     T = logits.size(1)
     targets = captions[:, 1 : T + 1]  # (N, T) word t+1 is predicted at step t
     real = real_words(lengths, T)  # (N, T) not padding
-    cross_entropy = F.cross_entropy(logits[real], targets[real])  # mean over real tokens
+    # padding's targets become cross_entropy's ignore_index: the mean is over real tokens, and no (W, V) copy of their logits
+    ignored = targets.masked_fill(~real, IGNORED)  # (N, T)
+    cross_entropy = F.cross_entropy(logits.flatten(0, 1), ignored.flatten(), ignore_index=IGNORED)  # mean over real tokens
     coverage = alphas.sum(dim=1)  # (N, P)  Σ_t α_ti
     penalty = ((1.0 - coverage) ** 2).sum(dim=1).mean()  # Σ_i (1 - Σ_t α_ti)², mean over captions
     return LossTerms(cross_entropy + attention_lambda * penalty, cross_entropy, penalty)
