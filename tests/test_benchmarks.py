@@ -94,3 +94,17 @@ def test_baseline_group_names_a_revision_git_does_not_know(monkeypatch):
     spec.loader.exec_module(run)
     with pytest.raises(SystemExit, match="^benchmarks/run.py: --baseline no-such-revision: fatal: "):
         run.decoder_at("no-such-revision")
+
+
+def test_baseline_group_without_a_revision_uses_the_issues_and_skips_where_git_lacks_it(monkeypatch):
+    """With no --baseline the group times against ISSUE_BASELINE; a clone without that commit gets one skipped row naming it."""
+    spec = importlib.util.spec_from_file_location("benchmarks_run", RUN)
+    run = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, run)
+    spec.loader.exec_module(run)
+    monkeypatch.setattr(run, "ISSUE_BASELINE", "0" * 40)
+    assert not run.known_revision(run.ISSUE_BASELINE)
+    rows = list(run.bench_baseline(run.QUICK))
+    assert [(r["metric"], r["value"]) for r in rows] == [("baseline", "skipped")]
+    assert rows[0]["note"].startswith(f"git does not know {'0' * 40}")
+    assert run.known_revision("HEAD")
