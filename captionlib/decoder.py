@@ -11,6 +11,9 @@ from .config import ModelConfig
 from .hard_attention import HardAttention
 from .no_attention import NoAttention
 
+# Under CPU autocast, L_o scores the batch's real words in a number of rows rounded up to this (Decoder.forward)
+ROWS_MULTIPLE = 128
+
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (R, n): a row per image, or per hypothesis in beam search
 
 
@@ -166,7 +169,13 @@ class Decoder(nn.Module):
                 step_locations.append(F.pad(location * keep.squeeze(1), (0, N - r)))  # (N,)
         outs, alphas = torch.stack(step_outs, 1), torch.stack(step_alphas, 1)  # (N, T, m), (N, T, P)
         slot, step = live.nonzero(as_tuple=True)  # (W,) each: the W real words of the batch, slot by slot
-        word_logits = self.L_o(outs[slot, step])  # (W, V) their scores
+        real_outs = outs[slot, step]  # (W, m)
+        W = real_outs.size(0)
+        if torch.is_autocast_enabled("cpu") and real_outs.device.type == "cpu":
+            # bfloat16 products on a CPU go to oneDNN, which builds a kernel for each new shape (about 5 ms, forward and
+            # backward); W differs from batch to batch, so round it up to a few shapes, built once
+            real_outs = F.pad(real_outs, (0, 0, 0, -W % ROWS_MULTIPLE))  # (W', m), W' a multiple of ROWS_MULTIPLE
+        word_logits = self.L_o(real_outs)[:W]  # (W, V) their scores
         logits = word_logits.new_zeros(N, T, self.vocab_size)  # (N, T, V) zero past each caption's end
         logits[rows[slot], step] = word_logits  # in the captions' own order: no (N, T, V) copy to unsort
         unsort = torch.argsort(rows)  # (N,)

@@ -9,6 +9,7 @@ import torch
 
 from captionlib import CaptionModel, Decoder, ModelConfig, SoftAttention, caption_loss
 from captionlib import attention as attention_module
+from captionlib.decoder import ROWS_MULTIPLE
 from captionlib.encoder import Encoder
 
 SMALL = ModelConfig(embed_dim=16, attention_dim=12, decoder_dim=20, encoder_channels=24, dropout=0.5)
@@ -124,6 +125,31 @@ def test_teacher_forcing_equals_stepping_by_hand():
         logit, state, alpha = dec.step(captions[:, t], state, annotations, projected)
         torch.testing.assert_close(logit, logits[:, t])
         torch.testing.assert_close(alpha, alphas[:, t])
+
+
+def test_teacher_forcing_under_cpu_autocast_pads_the_words_l_o_scores_and_keeps_their_logits():
+    """Under bfloat16 autocast on a CPU, forward gives L_o the real words in a row count rounded up to ROWS_MULTIPLE
+    (oneDNN builds a kernel per shape); the logits are those of the unpadded words, and their gradients flow."""
+    torch.manual_seed(0)
+    dec = Decoder(30, 24, SMALL).eval()
+    annotations, captions = torch.randn(2, 16, 24), torch.randint(4, 30, (2, 7))
+    lengths = torch.tensor([7, 4])  # 6 + 3 = 9 real words, padded to 128 rows
+    seen = []
+    dec.L_o.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _, _ = dec(annotations, captions, lengths)  # (2, 6, V)
+        state, projected = dec.init_state(annotations), dec.attention.project(annotations)
+        for t in range(6):
+            logit, state, _ = dec.step(captions[:, t], state, annotations, projected)  # (2, V), unpadded
+            torch.testing.assert_close(logits[0, t], logit[0])
+            if t < 3:
+                torch.testing.assert_close(logits[1, t], logit[1])
+    assert seen[0] == ROWS_MULTIPLE and logits[1, 3:].abs().sum() == 0
+    dec.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _, _ = dec(annotations, captions, lengths)
+    logits.float().sum().backward()
+    assert dec.L_o.weight.grad.abs().sum() > 0
 
 
 def test_teacher_forcing_draws_the_dropout_masks_stepping_draws():
