@@ -386,33 +386,46 @@ def bench_feature_cache(sizes: Sizes) -> Iterator[Metric]:
     yield metric("feature_cache_epoch_speedup", round(without / with_cache, 2), "x", "every epoch after the first")
 
 
+def book_batches(sizes: Sizes, count: int) -> tuple[Config, int, list[tuple]]:
+    """The book's default config, its vocabulary size and `count` batches of its training images, 5 captions each."""
+    book = Config()
+    images = 8 if sizes == QUICK else book.train.batch_images  # a batch of the default size: 48 images
+    split = generate_split("train", images * count, ShapesConfig(seed=sizes.seed))
+    vocab = Vocabulary.build(c for caps in split.captions for c in caps)
+    dataset = split_dataset(split, vocab, book.model.image_size)
+    starts = range(0, images * count, images)
+    return book, len(vocab), [collate_grouped([dataset[i] for i in range(j, j + images)])[:4] for j in starts]  # images, captions, lengths, image_of_caption
+
+
 def book_batch(sizes: Sizes) -> tuple[Config, int, tuple]:
     """The book's default config, its vocabulary size and one batch of its training images with their 5 captions each."""
-    book = Config()
-    images = 8 if sizes == QUICK else book.train.batch_images  # one batch of the default size: 48 images
-    split = generate_split("train", images, ShapesConfig(seed=sizes.seed))
-    vocab = Vocabulary.build(c for caps in split.captions for c in caps)
-    batch = collate_grouped([split_dataset(split, vocab, book.model.image_size)[i] for i in range(images)])
-    return book, len(vocab), batch[:4]  # images, captions, lengths, image_of_caption
+    book, V, (batch,) = book_batches(sizes, 1)
+    return book, V, batch
 
 
 def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
-    """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU)."""
+    """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU),
+    on a new batch each round: training's batches differ in their caption lengths, and so in the shapes of its products."""
     if autocast_dtype(Config(), torch.device("cpu")) is None:
         yield metric("book_train_bf16_speedup", 0.0, "x", "not measured: this CPU has no native bfloat16 (train.amp keeps float32 here)")
         return
-    book, V, inputs = book_batch(sizes)
+    rounds = max(sizes.reps, 5)
+    book, V, batches = book_batches(sizes, rounds + 1)  # one for the warm-up round, one for each timed round
     models = {}
     for dtype in (None, torch.bfloat16):
         torch.manual_seed(sizes.seed)
         models[dtype] = CaptionModel(book.model, V).train()
     optimizers = {dtype: torch.optim.Adam(m.parameters(), lr=book.train.lr) for dtype, m in models.items()}
     no_amp = torch.amp.GradScaler("cpu", enabled=False)  # bfloat16 needs no loss scaling
-    seconds, _ = median_seconds(
-        {dtype: partial(train_step, m, optimizers[dtype], no_amp, inputs, dtype, book.train.attention_lambda, book.train.grad_clip) for dtype, m in models.items()},
-        max(sizes.reps, 5),
-    )
-    note = f"{inputs[0].size(0)} images x 5 captions, encoder + decoder + Adam: {seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16"
+
+    def stepper(dtype: torch.dtype | None) -> Callable[[], None]:
+        """One step of that precision's model on the next batch: both precisions see batch j in round j."""
+        batch_of_round = iter(batches)
+        return lambda: train_step(models[dtype], optimizers[dtype], no_amp, next(batch_of_round), dtype, book.train.attention_lambda, book.train.grad_clip)
+
+    seconds, _ = median_seconds({dtype: stepper(dtype) for dtype in models}, rounds)
+    note = (f"{batches[0][0].size(0)} images x 5 captions, a new batch each round, encoder + decoder + Adam: "
+            f"{seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16")  # fmt: skip
     yield metric("book_train_bf16_speedup", seconds[None] / seconds[torch.bfloat16], "x", note)
 
 
