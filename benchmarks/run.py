@@ -386,6 +386,9 @@ def bench_feature_cache(sizes: Sizes) -> Iterator[Metric]:
     yield metric("feature_cache_epoch_speedup", round(without / with_cache, 2), "x", "every epoch after the first")
 
 
+BOOK_WARM_BATCHES = 12  # the book group's warm-up: enough batches to meet most of the shapes an epoch of training meets
+
+
 def book_batches(sizes: Sizes, count: int) -> tuple[Config, int, list[tuple]]:
     """The book's default config, its vocabulary size and `count` batches of its training images, 5 captions each."""
     book = Config()
@@ -409,8 +412,10 @@ def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
     if autocast_dtype(Config(), torch.device("cpu")) is None:
         yield metric("book_train_bf16_speedup", 0.0, "x", "not measured: this CPU has no native bfloat16 (train.amp keeps float32 here)")
         return
+    # Training meets its products' shapes in its first epoch and reuses them after: warm up on BOOK_WARM_BATCHES batches,
+    # then time each round on a batch not seen before
     rounds = max(sizes.reps, 5)
-    book, V, batches = book_batches(sizes, rounds + 1)  # one for the warm-up round, one for each timed round
+    book, V, batches = book_batches(sizes, BOOK_WARM_BATCHES + rounds + 1)  # + median_seconds' own warm-up round
     models = {}
     for dtype in (None, torch.bfloat16):
         torch.manual_seed(sizes.seed)
@@ -419,11 +424,15 @@ def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
     no_amp = torch.amp.GradScaler("cpu", enabled=False)  # bfloat16 needs no loss scaling
 
     def stepper(dtype: torch.dtype | None) -> Callable[[], None]:
-        """One step of that precision's model on the next batch: both precisions see batch j in round j."""
-        batch_of_round = iter(batches)
-        return lambda: train_step(models[dtype], optimizers[dtype], no_amp, next(batch_of_round), dtype, book.train.attention_lambda, book.train.grad_clip)
+        """Steps of that precision's model, each on the next batch: both precisions see the same batch in the same round."""
+        upcoming = iter(batches)
+        return lambda: train_step(models[dtype], optimizers[dtype], no_amp, next(upcoming), dtype, book.train.attention_lambda, book.train.grad_clip)
 
-    seconds, _ = median_seconds({dtype: stepper(dtype) for dtype in models}, rounds)
+    steppers = {dtype: stepper(dtype) for dtype in models}
+    for _ in range(BOOK_WARM_BATCHES):
+        for step in steppers.values():
+            step()
+    seconds, _ = median_seconds(steppers, rounds)
     note = (f"{batches[0][0].size(0)} images x 5 captions, a new batch each round, encoder + decoder + Adam: "
             f"{seconds[None]:.3f} s float32, {seconds[torch.bfloat16]:.3f} s bfloat16")  # fmt: skip
     yield metric("book_train_bf16_speedup", seconds[None] / seconds[torch.bfloat16], "x", note)
