@@ -65,7 +65,7 @@ from captionlib.vocab import SPECIALS
 Metric = dict  # {"metric": str, "value": float | bool, "unit": str, "note": str, optionally "target_min": float}
 # The code as the speed issue found it (its float32 step of the book's model: 0.28-0.29 s on a 2-core CPU without
 # AVX-512): the baseline group times today's training step against it unless --baseline names another revision.
-ISSUE_BASELINE = "6a0df98"
+ISSUE_BASELINE = "6a0df98a8d0d4f0f69ee93d2149c2a2dd85d3774"
 
 
 @dataclass(frozen=True)
@@ -407,13 +407,12 @@ def book_batch(sizes: Sizes) -> tuple[Config, int, tuple]:
 
 
 def bench_book_model(sizes: Sizes) -> Iterator[Metric]:
-    """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU),
-    on a new batch each round: training's batches differ in their caption lengths, and so in the shapes of its products."""
+    """The book's default shapes model, one training step in float32 and under bfloat16 autocast (train.amp on a CPU)."""
     if autocast_dtype(Config(), torch.device("cpu")) is None:
         yield metric("book_train_bf16_speedup", 0.0, "x", "not measured: this CPU has no native bfloat16 (train.amp keeps float32 here)")
         return
-    # Training meets its products' shapes in its first epoch and reuses them after: warm up on BOOK_WARM_BATCHES batches,
-    # then time each round on a batch not seen before
+    # A new batch each round: training's batches differ in their captions' lengths, so in the shapes of its products.
+    # Training meets most shapes in its first epoch and reuses them after: warm up on BOOK_WARM_BATCHES batches first.
     rounds = max(sizes.reps, 5)
     book, V, batches = book_batches(sizes, BOOK_WARM_BATCHES + rounds + 1)  # + median_seconds' own warm-up round
     models = {}
@@ -600,7 +599,10 @@ def decoder_at(revision: str) -> type[Decoder]:
 def known_revision(revision: str) -> bool:
     """Whether git, in this repository, knows the commit (a shallow clone or an unpacked archive may not)."""
     root = Path(__file__).resolve().parent.parent
-    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=root, capture_output=True)
+    try:
+        found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=root, capture_output=True)
+    except OSError:  # no git on this machine
+        return False
     return found.returncode == 0
 
 
@@ -613,6 +615,7 @@ def bench_baseline(sizes: Sizes, revision: str | None = None) -> Iterator[Metric
             yield metric("baseline", "skipped", note=f"git does not know {ISSUE_BASELINE} (a shallow clone?): pass --baseline REV, a git revision of this repository")
             return
         revision = ISSUE_BASELINE
+    label = revision[:7] if revision == ISSUE_BASELINE else revision  # the metric's name: today's step against REV
     then_class = decoder_at(revision)
     annotations = random_annotations(sizes, sizes.batch)  # (N, P, D)
     captions, lengths = random_captions(sizes)  # (N, L), (N,)
@@ -633,8 +636,8 @@ def bench_baseline(sizes: Sizes, revision: str | None = None) -> Iterator[Metric
         torch.testing.assert_close(same[0], same[1])
         steps = {name: partial(train_step, m.train(), torch.optim.Adam(m.parameters(), lr=4e-4), no_amp, inputs, *extra) for name, m in models.items()}
         seconds, _ = median_seconds(steps, max(sizes.reps, 5))
-        yield metric(f"{where}_train_speedup_vs_{revision}", seconds["then"] / seconds["today"], "x",
-                     f"float32 step {seconds['then']:.3f} s at {revision}, {seconds['today']:.3f} s today; same logits (checked)")  # fmt: skip
+        yield metric(f"{where}_train_speedup_vs_{label}", seconds["then"] / seconds["today"], "x",
+                     f"float32 step {seconds['then']:.3f} s at {label}, {seconds['today']:.3f} s today; same logits (checked)")  # fmt: skip
 
 
 def decoder_like(decoder: Decoder, klass: type[Decoder], encoder_dim: int, cfg: ModelConfig) -> Decoder:
@@ -653,7 +656,7 @@ BENCHMARKS: dict[str, Callable[[Sizes], Iterator[Metric]]] = {
     "transformer": bench_transformer,
     "reference": bench_reference,  # sgrvinod's tutorial, with --reference PATH; otherwise one line says it was skipped
     "compile": bench_compile,  # minutes of compiling: with --only compile only
-    "baseline": bench_baseline,  # today's step against the decoder of --baseline REV; otherwise one line says it was skipped
+    "baseline": bench_baseline,  # today's step against the decoder of --baseline REV, by default ISSUE_BASELINE
     "gpu": bench_gpu,  # run only where torch sees a CUDA GPU
 }
 
@@ -671,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one group of benchmarks")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--reference", type=Path, metavar="PATH", help="a checkout of sgrvinod's tutorial to compare with")
-    parser.add_argument("--baseline", metavar="REV", help="a git revision whose captionlib/ decoder to time today's against")
+    parser.add_argument("--baseline", metavar="REV", help="a git revision whose captionlib/ decoder to time today's against (default: ISSUE_BASELINE, 6a0df98)")
     args = parser.parse_args(argv)
     groups = {**BENCHMARKS, "reference": partial(bench_reference, path=args.reference), "baseline": partial(bench_baseline, revision=args.baseline)}
     if args.threads:

@@ -42,7 +42,7 @@ class SoftAttention(nn.Module):
         return torch.cat(chunks)  # (B, k, P)
 
     def score_cpu_chunk(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """score for a few images on a CPU, where torch's tanh is 2-3x slower than its sigmoid (without AVX-512, or in bfloat16).
+        """score for a few images on a CPU, where torch's tanh is mostly slower than its sigmoid (A1 has the figures).
 
         tanh x = 2σ(2x) − 1, so  w^T tanh x = 2 w^T σ(2x) − Σ_a w_a: the same e.
         """

@@ -46,7 +46,8 @@ def caption_loss(
     T = logits.size(1)
     targets = captions[:, 1 : T + 1]  # (N, T) word t+1 is predicted at step t
     real = real_words(lengths, T)  # (N, T) not padding
-    # padding's targets become cross_entropy's ignore_index: the mean is over real tokens, and no (W, V) copy of their logits
+    # padding's targets become cross_entropy's ignore_index: the mean is over real tokens. Its log-softmax also covers
+    # the padding's rows, which costs less than copying the real words' logits out and their gradient back (1.02x)
     ignored = targets.masked_fill(~real, IGNORED)  # (N, T)
     cross_entropy = F.cross_entropy(logits.flatten(0, 1), ignored.flatten(), ignore_index=IGNORED)  # mean over real tokens
     coverage = alphas.sum(dim=1)  # (N, P)  Σ_t α_ti

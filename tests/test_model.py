@@ -9,6 +9,7 @@ import torch
 
 from captionlib import CaptionModel, Decoder, ModelConfig, SoftAttention, caption_loss
 from captionlib import attention as attention_module
+from captionlib import decoder as decoder_module
 from captionlib.decoder import ROWS_MULTIPLE
 from captionlib.encoder import Encoder
 
@@ -127,7 +128,7 @@ def test_teacher_forcing_equals_stepping_by_hand():
         torch.testing.assert_close(alpha, alphas[:, t])
 
 
-def test_teacher_forcing_under_cpu_autocast_pads_the_words_l_o_scores_and_keeps_their_logits():
+def test_teacher_forcing_under_cpu_autocast_pads_the_words_l_o_scores_and_keeps_their_logits(monkeypatch):
     """Under bfloat16 autocast on a CPU, forward gives L_o the real words in a row count rounded up to ROWS_MULTIPLE
     (oneDNN builds a kernel per shape); the logits are those of the unpadded words, and their gradients flow."""
     torch.manual_seed(0)
@@ -145,11 +146,17 @@ def test_teacher_forcing_under_cpu_autocast_pads_the_words_l_o_scores_and_keeps_
             if t < 3:
                 torch.testing.assert_close(logits[1, t], logit[1])
     assert seen[0] == ROWS_MULTIPLE and logits[1, 3:].abs().sum() == 0
-    dec.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, _, _ = dec(annotations, captions, lengths)
-    logits.float().sum().backward()
-    assert dec.L_o.weight.grad.abs().sum() > 0
+    grads = {}
+    for rows in (ROWS_MULTIPLE, 1):  # padded, then not: the padding's rows add nothing to any gradient
+        monkeypatch.setattr(decoder_module, "ROWS_MULTIPLE", rows)
+        dec.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _, _ = dec(annotations, captions, lengths)
+        (logits.float() * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
+        grads[rows] = {name: p.grad.clone() for name, p in dec.named_parameters()}
+    assert seen[-1] == 9 and grads[1]["L_o.weight"].abs().sum() > 0
+    for name, grad in grads[ROWS_MULTIPLE].items():
+        torch.testing.assert_close(grad, grads[1][name], msg=name)
 
 
 def test_teacher_forcing_draws_the_dropout_masks_stepping_draws():
